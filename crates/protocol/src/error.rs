@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire::PushConflictDetails;
+
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident = $wire:literal, $status:literal; )*) => {
         /// Every error code the protocol defines, plus the few this implementation adds where
@@ -209,6 +211,31 @@ impl SourceRetiredResponse {
     }
 }
 
+/// The `push_conflict` envelope: the plain fields plus the first conflicting row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushConflictResponse {
+    /// Always `push_conflict`.
+    pub error: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// The first conflicting row in upload order (omitted only if absent; always present from
+    /// a correct server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<PushConflictDetails>,
+}
+
+impl PushConflictResponse {
+    /// The envelope for `conflict` with `message`.
+    pub fn new(message: impl Into<String>, conflict: PushConflictDetails) -> Self {
+        PushConflictResponse {
+            error: ErrorCode::PushConflict.as_str().to_owned(),
+            message: message.into(),
+            conflict: Some(conflict),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +257,22 @@ mod tests {
             .map(|c| format!("{} {}\n", c.as_str(), c.http_status()))
             .collect();
         insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn envelopes_are_encoded_in_reference_field_order() {
+        let plain = ErrorResponse::new(
+            ErrorCode::PushSessionNotFound,
+            "push session x was not found",
+        );
+        assert_eq!(
+            crate::json::to_wire_string(&plain).unwrap(),
+            "{\"error\":\"push_session_not_found\",\"message\":\"push session x was not found\"}\n"
+        );
+        let retired = SourceRetiredResponse::new("user-123", "device-old", "device-new");
+        assert_eq!(
+            crate::json::to_wire_string(&retired).unwrap(),
+            "{\"error\":\"source_retired\",\"message\":\"source device-old for user user-123 was retired and replaced by device-new\",\"source_id\":\"device-old\",\"replaced_by_source_id\":\"device-new\"}\n"
+        );
     }
 }

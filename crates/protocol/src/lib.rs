@@ -12,5 +12,7 @@ pub mod codec;
 pub mod error;
 pub mod gcj;
 pub mod hash;
+pub mod json;
 pub mod key;
 pub mod op;
+pub mod wire;
