@@ -54,6 +54,10 @@ pub enum Node {
 pub struct Document {
     nodes: Vec<Node>,
     root: NodeId,
+    /// Input text of the numbers whose decimal value binary64 cannot hold exactly (more than
+    /// 15 significant digits that do not survive the conversion), sorted by node. GCJ ignores
+    /// it; [`Document::write_exact_to`] writes it back.
+    exact_numbers: Vec<(NodeId, Box<str>)>,
 }
 
 impl Document {
@@ -65,9 +69,13 @@ impl Document {
     /// Builds a document from a serde_json value. Integers are converted to binary64 with
     /// round-to-nearest-even, which is what Go's parser does with the same decimal text.
     pub fn from_serde(value: &serde_json::Value) -> Document {
-        let mut nodes = Vec::new();
-        let root = push_serde(&mut nodes, value);
-        Document { nodes, root }
+        let mut doc = Document {
+            nodes: Vec::new(),
+            root: NodeId(0),
+            exact_numbers: Vec::new(),
+        };
+        doc.root = push_serde(&mut doc, value);
+        doc
     }
 
     /// The root node.
@@ -103,6 +111,9 @@ impl Document {
     /// Replaces the node behind `id` with a scalar (`Null`, `Bool`, `Number` or `String`).
     /// A container given here is written as an empty container of its kind.
     pub fn set_scalar(&mut self, id: NodeId, node: Node) {
+        if let Ok(i) = self.exact_numbers.binary_search_by_key(&id.0, |(n, _)| n.0) {
+            self.exact_numbers.remove(i);
+        }
         self.nodes[id.0] = node;
     }
 
@@ -142,6 +153,27 @@ impl Document {
 
     /// Appends the GCJ encoding of the subtree at `id` to `out`.
     pub fn write_node_to(&self, id: NodeId, out: &mut Vec<u8>) {
+        self.write_walk(id, false, out);
+    }
+
+    /// Appends the document like GCJ — members sorted, Go string escaping, no whitespace —
+    /// except that numbers binary64 cannot represent exactly keep their input text.
+    ///
+    /// This is what the server stores (PROTOCOL.md decision 1: no float64 round trip for the
+    /// client's numbers), while hashes still use GCJ: re-canonicalizing this output gives
+    /// exactly the GCJ bytes.
+    pub fn write_exact_to(&self, out: &mut Vec<u8>) {
+        self.write_walk(self.root, true, out);
+    }
+
+    /// [`Document::write_exact_to`] into a fresh vector.
+    pub fn to_vec_exact(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_exact_to(&mut out);
+        out
+    }
+
+    fn write_walk(&self, id: NodeId, exact: bool, out: &mut Vec<u8>) {
         enum Step {
             Value(NodeId),
             Name(NodeId, usize),
@@ -166,7 +198,10 @@ impl Document {
                 Node::Null => out.extend_from_slice(b"null"),
                 Node::Bool(true) => out.extend_from_slice(b"true"),
                 Node::Bool(false) => out.extend_from_slice(b"false"),
-                Node::Number(x) => write_number(*x, out),
+                Node::Number(x) => match self.exact_text(id, exact) {
+                    Some(text) => out.extend_from_slice(text.as_bytes()),
+                    None => write_number(*x, out),
+                },
                 Node::String(s) => write_string(s, out),
                 Node::Array(items) => {
                     out.push(b'[');
@@ -192,6 +227,16 @@ impl Document {
                 }
             }
         }
+    }
+
+    fn exact_text(&self, id: NodeId, exact: bool) -> Option<&str> {
+        if !exact {
+            return None;
+        }
+        self.exact_numbers
+            .binary_search_by_key(&id.0, |(n, _)| n.0)
+            .ok()
+            .map(|i| &*self.exact_numbers[i].1)
     }
 
     /// The GCJ encoding of the whole document.
@@ -340,31 +385,84 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-fn push_serde(nodes: &mut Vec<Node>, value: &serde_json::Value) -> NodeId {
-    // Iterative conversion so that deep serde values cannot overflow the stack here either
-    // (serde_json itself stops at depth 128, so recursion would be safe, but stay uniform).
+fn push_serde(doc: &mut Document, value: &serde_json::Value) -> NodeId {
+    // serde_json stops at depth 128, so recursion is bounded here.
     use serde_json::Value as V;
     let node = match value {
         V::Null => Node::Null,
         V::Bool(b) => Node::Bool(*b),
-        V::Number(n) => Node::Number(n.as_f64().unwrap_or(0.0)),
+        V::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            let text = n.to_string();
+            if !is_exact_in_binary64(&text, x) {
+                let id = NodeId(doc.nodes.len());
+                doc.exact_numbers.push((id, text.into_boxed_str()));
+            }
+            Node::Number(x)
+        }
         V::String(s) => Node::String(s.clone()),
         V::Array(items) => {
-            let ids = items.iter().map(|v| push_serde(nodes, v)).collect();
+            let ids = items.iter().map(|v| push_serde(doc, v)).collect();
             Node::Array(ids)
         }
         V::Object(map) => {
             let mut members: Vec<(String, NodeId)> = map
                 .iter()
-                .map(|(k, v)| (k.clone(), push_serde(nodes, v)))
+                .map(|(k, v)| (k.clone(), push_serde(doc, v)))
                 .collect();
             members.sort_by(|a, b| a.0.cmp(&b.0));
             Node::Object(members)
         }
     };
-    let id = NodeId(nodes.len());
-    nodes.push(node);
+    // Numbers are leaves, so an exact entry recorded above belongs to this id.
+    let id = NodeId(doc.nodes.len());
+    doc.nodes.push(node);
     id
+}
+
+/// Whether the decimal `text` (JSON number grammar) denotes exactly the value GCJ writes for
+/// `x`, its binary64 conversion. Fifteen significant digits or fewer always survive.
+fn is_exact_in_binary64(text: &str, x: f64) -> bool {
+    let significant = text
+        .split(['e', 'E'])
+        .next()
+        .unwrap_or("")
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|d| *d == b'0')
+        .count();
+    if significant <= 15 {
+        return true;
+    }
+    let mut rendered = Vec::new();
+    write_number(x, &mut rendered);
+    decimal_parts(text) == decimal_parts(std::str::from_utf8(&rendered).unwrap_or(""))
+}
+
+/// `(negative, significant digits, exponent)` of a JSON number text, so that two spellings of
+/// one decimal value compare equal (`12.50` and `12.5`, `1e2` and `100`). Zero has no digits.
+fn decimal_parts(text: &str) -> (bool, Vec<u8>, i64) {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (unsigned, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    let mut scale = exp - frac_part.len() as i64;
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+        scale += 1;
+    }
+    let leading = digits.iter().take_while(|d| **d == b'0').count();
+    digits.drain(..leading);
+    if digits.is_empty() {
+        return (negative, digits, 0);
+    }
+    (negative, digits, scale)
 }
 
 enum Frame {
@@ -376,6 +474,7 @@ struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
     nodes: Vec<Node>,
+    exact_numbers: Vec<(NodeId, Box<str>)>,
 }
 
 impl<'a> Parser<'a> {
@@ -384,6 +483,7 @@ impl<'a> Parser<'a> {
             input,
             pos: 0,
             nodes: Vec::new(),
+            exact_numbers: Vec::new(),
         }
     }
 
@@ -463,8 +563,14 @@ impl<'a> Parser<'a> {
                 Some(b'f') => self.parse_literal(b"false", Node::Bool(false))?,
                 Some(b'n') => self.parse_literal(b"null", Node::Null)?,
                 Some(b'-' | b'0'..=b'9') => {
+                    let start = self.pos;
                     let x = self.parse_number()?;
-                    self.push(Node::Number(x))
+                    let id = self.push(Node::Number(x));
+                    let text = std::str::from_utf8(&self.input[start..self.pos]).unwrap_or("");
+                    if !is_exact_in_binary64(text, x) {
+                        self.exact_numbers.push((id, text.into()));
+                    }
+                    id
                 }
                 Some(_) => return self.err("invalid character looking for beginning of value"),
             };
@@ -524,6 +630,7 @@ impl<'a> Parser<'a> {
         Ok(Document {
             nodes: self.nodes,
             root,
+            exact_numbers: self.exact_numbers,
         })
     }
 
@@ -746,6 +853,30 @@ mod tests {
         assert_eq!(doc.to_vec(), br#"{"a":"\u003c","b":1,"c":"x"}"#);
         let b = doc.root_member("b").unwrap();
         assert_eq!(doc.node(b), &Node::Number(1.0));
+    }
+
+    #[test]
+    fn exact_writer_keeps_numbers_binary64_cannot_hold() {
+        let text = br#"{"b":9007199254740993,"a":[12.50,123456789.123456789,42.0,-0,1e400000000000000000000]}"#;
+        // 1e400… overflows: not JSON for Go. Use a representable variant for the rest.
+        assert!(Document::parse(text).is_err());
+        let text = br#"{"b":9007199254740993,"a":[12.50,123456789.123456789,42.0,-0,100000000000000000001e-2]}"#;
+        let doc = Document::parse(text).unwrap();
+        assert_eq!(
+            String::from_utf8(doc.to_vec_exact()).unwrap(),
+            r#"{"a":[12.5,123456789.123456789,42,-0,100000000000000000001e-2],"b":9007199254740993}"#
+        );
+        assert_eq!(
+            String::from_utf8(doc.to_vec()).unwrap(),
+            r#"{"a":[12.5,123456789.12345679,42,-0,1000000000000000000],"b":9007199254740992}"#
+        );
+        // Re-canonicalizing the exact form gives the GCJ form: hashes are unaffected.
+        assert_eq!(canonicalize(&doc.to_vec_exact()).unwrap(), doc.to_vec());
+        // Replacing a value drops its exact text.
+        let mut doc = doc;
+        let b = doc.root_member("b").unwrap();
+        doc.set_scalar(b, Node::Number(1.0));
+        assert!(doc.to_vec_exact().ends_with(br#""b":1}"#));
     }
 
     #[test]

@@ -68,6 +68,20 @@ proptest! {
     }
 
     #[test]
+    fn exact_form_canonicalizes_to_the_gcj_form(value in json_value()) {
+        let text = serde_json::to_vec(&value).unwrap();
+        let doc = Document::parse(&text).unwrap();
+        prop_assert_eq!(gcj::canonicalize(&doc.to_vec_exact()).unwrap(), doc.to_vec());
+    }
+
+    #[test]
+    fn big_integers_keep_their_digits_in_the_exact_form(n in any::<u64>(), m in any::<i64>()) {
+        let text = format!("[{n},{m}]");
+        let doc = Document::parse(text.as_bytes()).unwrap();
+        prop_assert_eq!(String::from_utf8(doc.to_vec_exact()).unwrap(), text);
+    }
+
+    #[test]
     fn written_numbers_parse_back_to_the_same_double(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
         let mut out = Vec::new();
         gcj::write_number(x, &mut out);
