@@ -236,6 +236,70 @@ impl PushConflictResponse {
     }
 }
 
+/// Any of the three error envelopes, as one value: what a server sends and what a client
+/// decodes from a 4xx/5xx JSON body.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ErrorBody {
+    /// `{"error","message"}`.
+    Plain(ErrorResponse),
+    /// `push_conflict` with its `conflict` object.
+    PushConflict(PushConflictResponse),
+    /// `source_retired` with `source_id` and `replaced_by_source_id`.
+    SourceRetired(SourceRetiredResponse),
+}
+
+impl ErrorBody {
+    /// A plain envelope for `code`.
+    pub fn plain(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody::Plain(ErrorResponse::new(code, message))
+    }
+
+    /// The `error` string as sent.
+    pub fn error(&self) -> &str {
+        match self {
+            ErrorBody::Plain(e) => &e.error,
+            ErrorBody::PushConflict(e) => &e.error,
+            ErrorBody::SourceRetired(e) => &e.error,
+        }
+    }
+
+    /// The `message` as sent.
+    pub fn message(&self) -> &str {
+        match self {
+            ErrorBody::Plain(e) => &e.message,
+            ErrorBody::PushConflict(e) => &e.message,
+            ErrorBody::SourceRetired(e) => &e.message,
+        }
+    }
+
+    /// The code, when it is one this crate knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_wire(self.error())
+    }
+
+    /// The HTTP status to send this body with (500 for a code this crate does not know).
+    pub fn http_status(&self) -> u16 {
+        self.code().map_or(500, ErrorCode::http_status)
+    }
+
+    /// Decodes an error response body by its `error` field: the structured envelopes for
+    /// `push_conflict` and `source_retired`, the plain one otherwise. `None` when the body is
+    /// not a JSON error envelope (routers, proxies and host auth send such bodies too).
+    pub fn decode(body: &[u8]) -> Option<ErrorBody> {
+        let plain: ErrorResponse = serde_json::from_slice(body).ok()?;
+        match plain.code() {
+            Some(ErrorCode::PushConflict) => serde_json::from_slice(body)
+                .ok()
+                .map(ErrorBody::PushConflict),
+            Some(ErrorCode::SourceRetired) => serde_json::from_slice(body)
+                .ok()
+                .map(ErrorBody::SourceRetired),
+            _ => Some(ErrorBody::Plain(plain)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +321,21 @@ mod tests {
             .map(|c| format!("{} {}\n", c.as_str(), c.http_status()))
             .collect();
         insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn error_bodies_decode_by_their_code() {
+        let retired = br#"{"error":"source_retired","message":"m","source_id":"a","replaced_by_source_id":"b"}"#;
+        let Some(ErrorBody::SourceRetired(body)) = ErrorBody::decode(retired) else {
+            panic!("structured source_retired")
+        };
+        assert_eq!(body.replaced_by_source_id, "b");
+        let plain = ErrorBody::decode(br#"{"error":"pull_failed","message":"x"}"#).unwrap();
+        assert_eq!(plain.code(), Some(ErrorCode::PullFailed));
+        assert_eq!(plain.http_status(), 500);
+        let unknown = ErrorBody::decode(br#"{"error":"teapot","message":""}"#).unwrap();
+        assert_eq!(unknown.code(), None);
+        assert!(ErrorBody::decode(b"404 page not found").is_none());
     }
 
     #[test]
