@@ -1,0 +1,94 @@
+//! Pull steps (client chapter §6): response validation and the one-transaction-per-bundle
+//! apply that advances the checkpoint only together with the bundle's rows.
+
+use oversync_protocol::wire::{Bundle, PullResponse};
+use rusqlite::Connection;
+
+use super::push::received_key;
+use super::state::{self, Attachment};
+use super::{
+    StepError, apply_row, begin_authoritative, commit_authoritative, delete_dirty, row_state,
+};
+use crate::catalog::Catalog;
+use crate::error::ProtocolViolation;
+
+const E: &str = "pull";
+
+/// §6.2 validation of one pull response for `after`, before anything is applied. Also rejects
+/// `has_more` with no bundles below the ceiling, which would loop forever (§12 C11).
+pub(crate) fn validate(resp: &PullResponse, after: i64) -> Result<(), ProtocolViolation> {
+    if resp.stable_bundle_seq < 0 || resp.stable_bundle_seq < after {
+        return Err(ProtocolViolation::new(
+            E,
+            format!(
+                "stable_bundle_seq {} is behind after_bundle_seq {after}",
+                resp.stable_bundle_seq
+            ),
+        ));
+    }
+    if !resp.bundles.is_empty() && resp.stable_bundle_seq <= 0 {
+        return Err(ProtocolViolation::new(
+            E,
+            "bundles without a stable_bundle_seq",
+        ));
+    }
+    if resp.has_more && resp.bundles.is_empty() && after < resp.stable_bundle_seq {
+        return Err(ProtocolViolation::new(E, "has_more with no bundles"));
+    }
+    let mut previous = after;
+    for bundle in &resp.bundles {
+        if bundle.bundle_seq <= previous || bundle.bundle_seq > resp.stable_bundle_seq {
+            return Err(ProtocolViolation::new(
+                E,
+                format!("bundle_seq {} out of order", bundle.bundle_seq),
+            ));
+        }
+        if bundle.source_id.trim().is_empty() || bundle.source_bundle_id <= 0 {
+            return Err(ProtocolViolation::new(E, "bundle source must be set"));
+        }
+        for row in &bundle.rows {
+            super::push::validate_row(E, row)?;
+        }
+        previous = bundle.bundle_seq;
+    }
+    Ok(())
+}
+
+/// §6.3: applies one bundle in one authoritative transaction. Rows whose row state is already
+/// at or above their version are skipped (e.g. this client's own replayed push). Refuses, and
+/// changes nothing, if dirty rows appeared since the pull started (§12 A8).
+pub(crate) fn apply_bundle(
+    conn: &mut Connection,
+    catalog: &Catalog,
+    bundle: &Bundle,
+) -> Result<(), StepError> {
+    let tx = begin_authoritative(conn)?;
+    let dirty = state::dirty_count(&tx)?;
+    if dirty > 0 {
+        return Err(StepError::Dirty(dirty));
+    }
+    for row in &bundle.rows {
+        let (table, _, kj) = received_key(&tx, catalog, E, &row.schema, &row.table, &row.key)?;
+        if let Some((version, _)) = row_state(&tx, &catalog.schema, &table.name, &kj)?
+            && version >= row.row_version
+        {
+            continue;
+        }
+        let payload = row.payload.as_ref().map(|p| p.get());
+        apply_row(
+            &tx,
+            &catalog.schema,
+            table,
+            &kj,
+            row.op,
+            row.row_version,
+            payload,
+        )?;
+        delete_dirty(&tx, &catalog.schema, &table.name, &kj)?;
+    }
+    let mut attachment = Attachment::load(&tx)?;
+    attachment.last_bundle_seq_seen = attachment.last_bundle_seq_seen.max(bundle.bundle_seq);
+    attachment.store(&tx)?;
+    commit_authoritative(tx)?;
+    Ok(())
+}

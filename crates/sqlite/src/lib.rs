@@ -1,0 +1,41 @@
+//! The oversync SQLite client (counterpart of the reference `oversqlite`).
+//!
+//! A host application keeps using its SQLite tables as usual; triggers installed by this crate
+//! capture every write into a coalesced dirty set. [`Client::push_pending`] freezes that set
+//! into an outbox, uploads it as one push session and replays the bundle the server actually
+//! committed; [`Client::pull_to_stable`] applies complete bundles committed by other devices;
+//! [`Client::rebuild`] replaces local state with a server snapshot. The local metadata
+//! (`_sync_*` tables) is the reference client's, so databases stay interchangeable.
+//!
+//! Shape: one `rusqlite::Connection` owned by a dedicated database thread ([`db`]); a
+//! sans-I/O engine whose steps each run in one `BEGIN IMMEDIATE` transaction (`engine`); a
+//! [`transport::Transport`] trait with a reqwest implementation
+//! ([`transport::http::HttpTransport`]); and the async [`Client`] that sequences them.
+//!
+//! **Architecture Invariant:** the SQLite engine doesn't know HTTP: only `transport::http`
+//! imports reqwest.
+
+mod catalog;
+mod client;
+pub mod config;
+mod db;
+mod engine;
+pub mod error;
+pub mod payload;
+mod retry;
+pub mod schema;
+mod sql;
+pub mod transport;
+mod triggers;
+mod types;
+
+pub use client::Client;
+pub use config::{Config, RetryPolicy, SyncTable};
+pub use error::{
+    AttachError, ConfigError, GateError, LocalError, NewError, ProtocolViolation, PullError,
+    PushError, SnapshotError, StatusError, StoreError, SyncError,
+};
+pub use transport::http::{HttpOptions, HttpTransport, StaticToken, TokenProvider};
+pub use transport::{ErrorBody, NetworkErrorKind, Transport, TransportError};
+pub use triggers::TRANSITION_PENDING;
+pub use types::*;

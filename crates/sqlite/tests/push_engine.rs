@@ -1,0 +1,423 @@
+//! Push engine state transitions, driven by a scripted transport that returns constructed
+//! protocol responses. These pin what is durable between steps (freeze, commit, replay) and
+//! how a crash or lost response is recovered; they are not end-to-end tests.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use oversync_protocol::hash::{self, RequestHashRow};
+use oversync_protocol::op::Op;
+use oversync_protocol::wire::*;
+use oversync_sqlite::{PushError, PushOutcome};
+use support::*;
+
+async fn source(f: &Fixture) -> String {
+    f.client.source_info().await.unwrap().current_source_id
+}
+
+#[tokio::test]
+async fn freeze_orders_parents_first_deletes_children_first_and_records_request_hash() {
+    let f = attached().await;
+    exec(
+        &f.client,
+        "UPDATE _sync_apply_state SET apply_mode = 1;
+         INSERT INTO users VALUES ('old', 'o'); INSERT INTO posts VALUES ('oldp', 'old', 't');
+         UPDATE _sync_apply_state SET apply_mode = 0;
+         INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version) VALUES
+           ('business', 'users', '{\"id\":\"old\"}', 3), ('business', 'posts', '{\"id\":\"oldp\"}', 3);
+         BEGIN;
+         DELETE FROM posts WHERE id = 'oldp';
+         INSERT INTO posts VALUES ('p1', 'u1', 'hello');
+         INSERT INTO users VALUES ('u1', 'Ada');
+         DELETE FROM users WHERE id = 'old';
+         COMMIT;",
+    )
+    .await;
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(matches!(err, PushError::Transport(_)), "{err:?}");
+    let rows: Vec<String> = query(
+        &f.client,
+        "SELECT row_ordinal || ' ' || table_name || ' ' || op || ' ' || wire_key_json FROM _sync_outbox_rows ORDER BY row_ordinal",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            r#"0 users INSERT {"id":"u1"}"#,
+            r#"1 posts INSERT {"id":"p1"}"#,
+            r#"2 posts DELETE {"id":"oldp"}"#,
+            r#"3 users DELETE {"id":"old"}"#,
+        ]
+    );
+    let dirty: Vec<i64> = query(&f.client, "SELECT count(*) FROM _sync_dirty_rows").await;
+    assert_eq!(dirty, vec![0]);
+
+    let stored: Vec<String> = query(
+        &f.client,
+        "SELECT state || '|' || source_bundle_id || '|' || canonical_request_hash FROM _sync_outbox_bundle",
+    )
+    .await;
+    let key = |id: &str| BTreeMap::from([("id".to_owned(), id.to_owned())]);
+    let (ku1, kp1, koldp, kold) = (key("u1"), key("p1"), key("oldp"), key("old"));
+    let expected = hash::canonical_request_hash([
+        RequestHashRow {
+            schema: "business",
+            table: "users",
+            key: &ku1,
+            op: Op::Insert,
+            base_row_version: 0,
+            payload: Some(br#"{"id":"u1","name":"Ada"}"#),
+        },
+        RequestHashRow {
+            schema: "business",
+            table: "posts",
+            key: &kp1,
+            op: Op::Insert,
+            base_row_version: 0,
+            payload: Some(br#"{"author":"u1","id":"p1","title":"hello"}"#),
+        },
+        RequestHashRow {
+            schema: "business",
+            table: "posts",
+            key: &koldp,
+            op: Op::Delete,
+            base_row_version: 3,
+            payload: None,
+        },
+        RequestHashRow {
+            schema: "business",
+            table: "users",
+            key: &kold,
+            op: Op::Delete,
+            base_row_version: 3,
+            payload: None,
+        },
+    ])
+    .unwrap();
+    assert_eq!(stored, vec![format!("prepared|1|{expected}")]);
+}
+
+#[tokio::test]
+async fn insert_then_delete_of_unsynced_row_is_dropped_at_freeze_and_stays_dropped() {
+    let f = attached().await;
+    exec(
+        &f.client,
+        "INSERT INTO users VALUES ('gone', 'x'); DELETE FROM users WHERE id = 'gone';",
+    )
+    .await;
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    let dirty: Vec<i64> = query(&f.client, "SELECT count(*) FROM _sync_dirty_rows").await;
+    assert_eq!(dirty, vec![0]);
+    assert!(f.transport.calls().iter().all(|c| c != "create"));
+}
+
+async fn script_successful_push(f: &Fixture, bundle_seq: i64) -> PushSessionCommitResponse {
+    // The committed rows are computed from what the client uploads, so run the chunk first.
+    let src = source(f).await;
+    f.transport
+        .push(Reply::Create(Ok(PushSessionCreateResponse::staging(
+            "push-1".to_owned(),
+            1,
+        ))));
+    f.transport.push(Reply::Chunk(Ok(PushSessionChunkResponse {
+        push_id: "push-1".to_owned(),
+        next_expected_row_ordinal: 1,
+    })));
+    let rows = vec![PushRequestRow {
+        schema: "business".to_owned(),
+        table: "users".to_owned(),
+        key: BTreeMap::from([("id".to_owned(), serde_json::Value::String("u1".to_owned()))]),
+        op: "INSERT".to_owned(),
+        base_row_version: 0,
+        payload: Some(
+            serde_json::value::RawValue::from_string(r#"{"id":"u1","name":"Ada"}"#.to_owned())
+                .unwrap(),
+        ),
+    }];
+    let (commit, page) = committed_for(&rows, bundle_seq, &src, 1);
+    f.transport.push(Reply::Commit(Ok(commit.clone())));
+    f.transport.push(Reply::Rows(Ok(page)));
+    commit
+}
+
+#[tokio::test]
+async fn committed_push_is_replayed_and_advances_checkpoint_and_source_counter() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    script_successful_push(&f, 1).await;
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(report.status.last_bundle_seq_seen, 1);
+    let state: Vec<String> = query(
+        &f.client,
+        "SELECT (SELECT count(*) FROM _sync_outbox_rows) || '|' || (SELECT state FROM _sync_outbox_bundle) || '|' ||
+                (SELECT row_version || ':' || deleted FROM _sync_row_state) || '|' ||
+                (SELECT next_source_bundle_id FROM _sync_source_state s JOIN _sync_attachment_state a ON a.current_source_id = s.source_id) || '|' ||
+                (SELECT count(*) FROM _sync_dirty_rows)",
+    )
+    .await;
+    assert_eq!(state, vec!["0|none|1:0|2|0"]);
+}
+
+#[tokio::test]
+async fn lost_commit_response_is_recovered_through_already_committed_without_reupload() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    let src = source(&f).await;
+    // First attempt: the commit lands on the server but its response is lost.
+    let commit = script_successful_push(&f, 1).await;
+    let popped = f.transport.replies.lock().unwrap().pop_back();
+    let Some(Reply::Rows(Ok(page))) = popped else {
+        panic!("script changed")
+    };
+    f.transport.replies.lock().unwrap().pop_back();
+    f.transport
+        .push(Reply::Commit(Err(network_error("commit"))));
+    assert!(f.client.push_pending().await.is_err());
+    let outbox: Vec<String> = query(&f.client, "SELECT state FROM _sync_outbox_bundle").await;
+    assert_eq!(outbox, vec!["prepared"]);
+    assert!(f.transport.calls().contains(&"delete_push".to_owned()));
+
+    // Second push: the server answers already_committed; nothing is uploaded again.
+    let chunks_before = f.transport.chunks.lock().unwrap().len();
+    f.transport.push(Reply::Create(Ok(
+        PushSessionCreateResponse::already_committed(commit.clone()),
+    )));
+    f.transport.push(Reply::Rows(Ok(page)));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(f.transport.chunks.lock().unwrap().len(), chunks_before);
+    assert_eq!(commit.source_id, src);
+    let rs: Vec<i64> = query(&f.client, "SELECT row_version FROM _sync_row_state").await;
+    assert_eq!(rs, vec![1]);
+}
+
+#[tokio::test]
+async fn crash_after_committed_remote_refetches_and_replays() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    let commit = script_successful_push(&f, 1).await;
+    // The committed-rows fetch fails: the outbox must stay committed_remote.
+    let popped = f.transport.replies.lock().unwrap().pop_back();
+    let Some(Reply::Rows(Ok(page))) = popped else {
+        panic!("script changed")
+    };
+    f.transport.push(Reply::Rows(Err(network_error("rows"))));
+    assert!(f.client.push_pending().await.is_err());
+    let outbox: Vec<String> = query(
+        &f.client,
+        "SELECT state || '|' || remote_bundle_seq FROM _sync_outbox_bundle",
+    )
+    .await;
+    assert_eq!(outbox, vec!["committed_remote|1"]);
+
+    f.transport.push(Reply::Create(Ok(
+        PushSessionCreateResponse::already_committed(commit),
+    )));
+    f.transport.push(Reply::Rows(Ok(page)));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    let outbox: Vec<String> = query(&f.client, "SELECT state FROM _sync_outbox_bundle").await;
+    assert_eq!(outbox, vec!["none"]);
+}
+
+#[tokio::test]
+async fn bundle_hash_mismatch_fails_closed_and_keeps_committed_remote() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    script_successful_push(&f, 1).await;
+    let popped = f.transport.replies.lock().unwrap().pop_back();
+    let Some(Reply::Rows(Ok(mut page))) = popped else {
+        panic!("script changed")
+    };
+    page.rows[0].payload = Some(
+        serde_json::value::RawValue::from_string(r#"{"id":"u1","name":"Eve"}"#.to_owned()).unwrap(),
+    );
+    f.transport.push(Reply::Rows(Ok(page)));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(matches!(err, PushError::Protocol(_)), "{err:?}");
+    let state: Vec<String> = query(
+        &f.client,
+        "SELECT state || '|' || (SELECT name FROM users) FROM _sync_outbox_bundle",
+    )
+    .await;
+    assert_eq!(state, vec!["committed_remote|Ada"]);
+}
+
+#[tokio::test]
+async fn local_edit_during_upload_stays_dirty_rebased_on_the_committed_version() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    script_successful_push(&f, 1).await;
+    // Simulate the application writing between freeze and replay: freeze first, by failing
+    // the create once, then edit, then push again.
+    let script: Vec<Reply> = f.transport.replies.lock().unwrap().drain(..).collect();
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    assert!(f.client.push_pending().await.is_err());
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Second' WHERE id = 'u1';",
+    )
+    .await;
+    f.transport.replies.lock().unwrap().extend(script);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    let rows: Vec<String> = query(
+        &f.client,
+        "SELECT (SELECT name FROM users) || '|' || (SELECT row_version FROM _sync_row_state) || '|' ||
+                (SELECT op || ':' || base_row_version || ':' || payload FROM _sync_dirty_rows)",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![r#"Second|1|UPDATE:1:{"id":"u1","name":"Second"}"#]
+    );
+}
+
+#[tokio::test]
+async fn initialization_expired_drops_the_binding_and_keeps_the_outbox() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    f.transport.push(Reply::Create(Err(status_error(
+        "create",
+        410,
+        "initialization_expired",
+    ))));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(err, PushError::InitializationLeaseInvalid { .. }),
+        "{err:?}"
+    );
+    let state: Vec<String> = query(
+        &f.client,
+        "SELECT binding_state || '|' || (SELECT count(*) FROM _sync_outbox_rows) FROM _sync_attachment_state",
+    )
+    .await;
+    assert_eq!(state, vec!["anonymous|1"]);
+    assert!(matches!(
+        f.client.push_pending().await,
+        Err(PushError::AttachRequired)
+    ));
+}
+
+#[tokio::test]
+async fn source_sequence_out_of_order_enters_source_recovery_that_survives_restart() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    f.transport.push(Reply::Create(Err(status_error(
+        "create",
+        409,
+        "source_sequence_out_of_order",
+    ))));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::SourceRecoveryRequired { code, .. } if code == "source_sequence_out_of_order"),
+        "{err:?}"
+    );
+    let info = f.client.source_info().await.unwrap();
+    assert!(info.source_recovery_required && info.rebuild_required);
+    // Writes are now rejected by the guard triggers, and push refuses without network.
+    let write = f
+        .client
+        .with_connection(|c| c.execute("INSERT INTO users VALUES ('u2', 'x')", []))
+        .await
+        .unwrap();
+    assert!(write.is_err());
+    let calls = f.transport.calls().len();
+    assert!(matches!(
+        f.client.push_pending().await,
+        Err(PushError::SourceRecoveryRequired { .. })
+    ));
+    assert_eq!(f.transport.calls().len(), calls);
+}
+
+#[tokio::test]
+async fn unstructured_push_conflict_is_a_transport_error_and_keeps_the_outbox() {
+    let f = attached().await;
+    exec(&f.client, "INSERT INTO users VALUES ('u1', 'Ada');").await;
+    f.transport
+        .push(Reply::Create(Ok(PushSessionCreateResponse::staging(
+            "push-1".to_owned(),
+            1,
+        ))));
+    f.transport.push(Reply::Chunk(Ok(PushSessionChunkResponse {
+        push_id: "push-1".to_owned(),
+        next_expected_row_ordinal: 1,
+    })));
+    f.transport.push(Reply::Commit(Err(status_error(
+        "commit",
+        409,
+        "push_conflict",
+    ))));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(matches!(err, PushError::Transport(_)), "{err:?}");
+    let rows: Vec<i64> = query(&f.client, "SELECT count(*) FROM _sync_outbox_rows").await;
+    assert_eq!(rows, vec![1]);
+}
+
+#[tokio::test]
+async fn pull_applies_bundles_and_skips_rows_already_at_their_version() {
+    let f = attached().await;
+    let bundle = |seq: i64, name: &str| Bundle {
+        bundle_seq: seq,
+        source_id: "other-device".to_owned(),
+        source_bundle_id: seq,
+        row_count: 1,
+        bundle_hash: "00".repeat(32),
+        rows: vec![BundleRow {
+            schema: "business".to_owned(),
+            table: "users".to_owned(),
+            key: BTreeMap::from([("id".to_owned(), "u9".to_owned())]),
+            op: Op::Insert,
+            row_version: seq,
+            payload: Some(
+                serde_json::value::RawValue::from_string(format!(
+                    r#"{{"id":"u9","name":"{name}"}}"#
+                ))
+                .unwrap(),
+            ),
+        }],
+    };
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 2,
+        bundles: vec![bundle(1, "one"), bundle(2, "two")],
+        has_more: false,
+    })));
+    let report = f.client.pull_to_stable().await.unwrap();
+    assert_eq!(
+        report.outcome,
+        oversync_sqlite::RemoteOutcome::AppliedIncremental
+    );
+    assert_eq!(report.status.last_bundle_seq_seen, 2);
+    let rows: Vec<String> = query(
+        &f.client,
+        "SELECT name || '|' || (SELECT count(*) FROM _sync_dirty_rows) FROM users",
+    )
+    .await;
+    assert_eq!(rows, vec!["two|0"]);
+}
+
+#[tokio::test]
+async fn malformed_pull_response_applies_nothing() {
+    let f = attached().await;
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 5,
+        bundles: Vec::new(),
+        has_more: true,
+    })));
+    let err = f.client.pull_to_stable().await.unwrap_err();
+    assert!(
+        matches!(err, oversync_sqlite::PullError::Protocol(_)),
+        "{err:?}"
+    );
+    assert_eq!(f.client.last_bundle_seq_seen().await.unwrap(), 0);
+}

@@ -1,0 +1,295 @@
+//! Shared fixtures: SQLite files in temp dirs and a scripted [`Transport`].
+//!
+//! The scripted transport returns **constructed protocol responses**; it exists only to unit
+//! test the engine's state transitions between durable steps (crash recovery, lease and
+//! recovery paths). It is not a substitute for end-to-end tests against a real server over
+//! HTTP, which arrive with the server crate.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use oversync_protocol::hash::{self, HashRow};
+use oversync_protocol::op::Op;
+use oversync_protocol::wire::*;
+use oversync_sqlite::{
+    Client, Config, ErrorBody, NetworkErrorKind, RetryPolicy, SyncTable, Transport, TransportError,
+};
+
+/// One scripted answer.
+pub(crate) enum Reply {
+    Capabilities(Result<CapabilitiesResponse, TransportError>),
+    Connect(Result<ConnectResponse, TransportError>),
+    Create(Result<PushSessionCreateResponse, TransportError>),
+    Chunk(Result<PushSessionChunkResponse, TransportError>),
+    Commit(Result<PushSessionCommitResponse, TransportError>),
+    Rows(Result<CommittedBundleRowsResponse, TransportError>),
+    Pull(Result<PullResponse, TransportError>),
+}
+
+/// A transport that answers from a script and records what it was asked.
+#[derive(Default)]
+pub(crate) struct Scripted {
+    pub(crate) replies: Mutex<VecDeque<Reply>>,
+    pub(crate) calls: Mutex<Vec<String>>,
+    pub(crate) chunks: Mutex<Vec<PushSessionChunkRequest>>,
+    pub(crate) creates: Mutex<Vec<PushSessionCreateRequest>>,
+}
+
+impl Scripted {
+    pub(crate) fn push(&self, reply: Reply) {
+        self.replies.lock().unwrap().push_back(reply);
+    }
+
+    fn next(&self, call: &str) -> Reply {
+        self.calls.lock().unwrap().push(call.to_owned());
+        self.replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| panic!("no scripted reply for {call}"))
+    }
+
+    pub(crate) fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+pub(crate) fn network_error(endpoint: &'static str) -> TransportError {
+    TransportError::Network {
+        endpoint,
+        kind: NetworkErrorKind::Interrupted,
+        message: "connection reset".to_owned(),
+    }
+}
+
+pub(crate) fn status_error(endpoint: &'static str, status: u16, code: &str) -> TransportError {
+    TransportError::Status {
+        endpoint,
+        status,
+        body: ErrorBody::decode(format!(r#"{{"error":"{code}","message":"scripted"}}"#).as_bytes()),
+    }
+}
+
+macro_rules! expect {
+    ($self:ident, $variant:ident, $call:literal) => {
+        match $self.next($call) {
+            Reply::$variant(r) => r,
+            _ => panic!("unexpected call {}", $call),
+        }
+    };
+}
+
+impl Transport for Scripted {
+    async fn capabilities(&self, _: &str) -> Result<CapabilitiesResponse, TransportError> {
+        expect!(self, Capabilities, "capabilities")
+    }
+    async fn connect(
+        &self,
+        _: &str,
+        _: &ConnectRequest,
+    ) -> Result<ConnectResponse, TransportError> {
+        expect!(self, Connect, "connect")
+    }
+    async fn create_push_session(
+        &self,
+        _: &str,
+        request: &PushSessionCreateRequest,
+    ) -> Result<PushSessionCreateResponse, TransportError> {
+        self.creates.lock().unwrap().push(request.clone());
+        expect!(self, Create, "create")
+    }
+    async fn upload_push_chunk(
+        &self,
+        _: &str,
+        _: &str,
+        request: &PushSessionChunkRequest,
+    ) -> Result<PushSessionChunkResponse, TransportError> {
+        self.chunks.lock().unwrap().push(request.clone());
+        expect!(self, Chunk, "chunk")
+    }
+    async fn commit_push_session(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<PushSessionCommitResponse, TransportError> {
+        expect!(self, Commit, "commit")
+    }
+    async fn delete_push_session(&self, _: &str, _: &str) -> Result<(), TransportError> {
+        self.calls.lock().unwrap().push("delete_push".to_owned());
+        Ok(())
+    }
+    async fn committed_bundle_rows(
+        &self,
+        _: &str,
+        _: i64,
+        _: Option<i64>,
+        _: i64,
+    ) -> Result<CommittedBundleRowsResponse, TransportError> {
+        expect!(self, Rows, "rows")
+    }
+    async fn pull(&self, _: &str, _: i64, _: i64, _: i64) -> Result<PullResponse, TransportError> {
+        expect!(self, Pull, "pull")
+    }
+    async fn create_snapshot_session(
+        &self,
+        _: &str,
+        _: Option<&SnapshotSessionCreateRequest>,
+    ) -> Result<SnapshotSession, TransportError> {
+        panic!("snapshot not scripted")
+    }
+    async fn snapshot_chunk(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<SnapshotChunkResponse, TransportError> {
+        panic!("snapshot not scripted")
+    }
+    async fn delete_snapshot_session(&self, _: &str, _: &str) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+pub(crate) const SCHEMA_SQL: &str = "
+CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE posts (id TEXT PRIMARY KEY, author TEXT REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED, title TEXT);
+";
+
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) client: Client<std::sync::Arc<Scripted>>,
+    pub(crate) transport: std::sync::Arc<Scripted>,
+}
+
+pub(crate) fn config() -> Config {
+    let mut config = Config::new(
+        "business",
+        vec![SyncTable::new("posts", "id"), SyncTable::new("users", "id")],
+    );
+    config.retry_policy = RetryPolicy {
+        enabled: false,
+        ..RetryPolicy::default()
+    };
+    config
+}
+
+pub(crate) async fn fixture_with(ddl: &str, config: Config) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
+    conn.execute_batch(ddl).unwrap();
+    let transport = std::sync::Arc::new(Scripted::default());
+    let client = Client::new(conn, std::sync::Arc::clone(&transport), config)
+        .await
+        .unwrap();
+    Fixture {
+        dir,
+        client,
+        transport,
+    }
+}
+
+pub(crate) async fn fixture() -> Fixture {
+    fixture_with(SCHEMA_SQL, config()).await
+}
+
+/// Opens and attaches through `initialize_empty`.
+pub(crate) async fn attached() -> Fixture {
+    let f = fixture().await;
+    f.client.open().await.unwrap();
+    f.transport.push(Reply::Capabilities(Ok(capabilities())));
+    f.transport
+        .push(Reply::Connect(Ok(ConnectResponse::initialize_empty())));
+    f.client.attach("user-1").await.unwrap();
+    f
+}
+
+pub(crate) fn capabilities() -> CapabilitiesResponse {
+    CapabilitiesResponse {
+        protocol_version: PROTOCOL_VERSION.to_owned(),
+        schema_version: 1,
+        app_name: String::new(),
+        registered_tables: Vec::new(),
+        registered_table_specs: Vec::new(),
+        features: reference_features(false),
+        bundle_limits: BundleLimits::default(),
+    }
+}
+
+pub(crate) async fn exec(client: &Client<std::sync::Arc<Scripted>>, sql: &'static str) {
+    client
+        .with_connection(move |c| c.execute_batch(sql))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+pub(crate) async fn query<T: rusqlite::types::FromSql + Send + 'static>(
+    client: &Client<std::sync::Arc<Scripted>>,
+    sql: &'static str,
+) -> Vec<T> {
+    client
+        .with_connection(move |c| {
+            let mut stmt = c.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<Vec<T>, _>>()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+}
+
+/// The committed bundle a correct server returns for `chunks` (one row per uploaded row).
+pub(crate) fn committed_for(
+    rows: &[PushRequestRow],
+    bundle_seq: i64,
+    source_id: &str,
+    source_bundle_id: i64,
+) -> (PushSessionCommitResponse, CommittedBundleRowsResponse) {
+    let bundle_rows: Vec<BundleRow> = rows
+        .iter()
+        .map(|r| BundleRow {
+            schema: r.schema.clone(),
+            table: r.table.clone(),
+            key: r
+                .key
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect(),
+            op: Op::parse_exact(&r.op).unwrap(),
+            row_version: bundle_seq,
+            payload: r.payload.clone(),
+        })
+        .collect();
+    let keys: Vec<BTreeMap<String, String>> = bundle_rows.iter().map(|r| r.key.clone()).collect();
+    let digest = hash::bundle_digest(bundle_rows.iter().zip(&keys).map(|(r, key)| HashRow {
+        schema: &r.schema,
+        table: &r.table,
+        key,
+        op: r.op,
+        row_version: r.row_version,
+        payload: r.payload.as_ref().map(|p| p.get().as_bytes()),
+    }))
+    .unwrap();
+    let commit = PushSessionCommitResponse {
+        bundle_seq,
+        source_id: source_id.to_owned(),
+        source_bundle_id,
+        row_count: rows.len() as i64,
+        bundle_hash: digest.hash.to_hex(),
+    };
+    let page = CommittedBundleRowsResponse {
+        bundle_seq,
+        source_id: source_id.to_owned(),
+        source_bundle_id,
+        row_count: rows.len() as i64,
+        bundle_hash: digest.hash.to_hex(),
+        next_row_ordinal: rows.len() as i64 - 1,
+        has_more: false,
+        rows: bundle_rows,
+    };
+    (commit, page)
+}
