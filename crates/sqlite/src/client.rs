@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use oversync_protocol::error::ErrorCode;
+use oversync_protocol::error::{ErrorBody, ErrorCode};
 use oversync_protocol::wire::{
     ConnectRequest, ConnectResolution, PushSessionChunkRequest, PushSessionCommitResponse,
     PushSessionCreateRequest, PushSessionStatus, SnapshotSession, SnapshotSessionCreateRequest,
@@ -32,7 +32,7 @@ use crate::error::{
 };
 use crate::retry::{self, RetryClass};
 use crate::schema;
-use crate::transport::{ErrorBody, Transport, TransportError};
+use crate::transport::{Transport, TransportError};
 use crate::types::*;
 
 #[derive(Debug, Default)]
@@ -548,7 +548,8 @@ impl<T: Transport> Client<T> {
         {
             Ok(s) => s,
             Err(e) => {
-                if let (Some(req), Some(ErrorBody::SourceRetired(retired))) = (request, e.body())
+                if let (Some(req), Some(ErrorBody::SourceRetired(retired))) =
+                    (request, e.envelope())
                     && let Some(replacement) = &req.source_replacement
                 {
                     return Err(SnapshotError::SourceReplacementDiverged {
@@ -1085,7 +1086,7 @@ impl<T: Transport> Client<T> {
                 | ErrorCode::SourceSequenceChanged
                 | ErrorCode::SourceRetired),
             ) if e.status() == Some(409) => {
-                let offered = match e.body() {
+                let offered = match e.envelope() {
                     Some(ErrorBody::SourceRetired(r)) => r.replaced_by_source_id.clone(),
                     _ => String::new(),
                 };
@@ -1112,7 +1113,7 @@ impl<T: Transport> Client<T> {
                     Ok(Err(s)) | Err(s) => PushError::Store(s),
                 }
             }
-            Some(ErrorCode::PushConflict) => match e.body() {
+            Some(ErrorCode::PushConflict) => match e.envelope() {
                 Some(ErrorBody::PushConflict(c)) => match &c.conflict {
                     Some(conflict) => PushError::PushConflict {
                         table: conflict.table.clone(),

@@ -36,6 +36,6 @@ pub use error::{
     PushError, SnapshotError, StatusError, StoreError, SyncError,
 };
 pub use transport::http::{HttpOptions, HttpTransport, StaticToken, TokenProvider};
-pub use transport::{ErrorBody, NetworkErrorKind, Transport, TransportError};
+pub use transport::{NetworkErrorKind, StatusBody, Transport, TransportError};
 pub use triggers::TRANSITION_PENDING;
 pub use types::*;

@@ -77,7 +77,7 @@ fn jittered(delay: Duration, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{ErrorBody, NetworkErrorKind};
+    use crate::transport::{NetworkErrorKind, StatusBody};
 
     fn fast(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -93,7 +93,7 @@ mod tests {
         TransportError::Status {
             endpoint: "pull",
             status,
-            body: ErrorBody::Unrecognized(String::new()),
+            body: StatusBody::Unrecognized(String::new()),
         }
     }
 

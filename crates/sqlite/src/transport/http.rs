@@ -26,7 +26,7 @@ use oversync_protocol::wire::{
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::{ErrorBody, NetworkErrorKind, Transport, TransportError};
+use super::{NetworkErrorKind, StatusBody, Transport, TransportError};
 use crate::config::RetryPolicy;
 use crate::retry;
 
@@ -168,7 +168,7 @@ impl HttpTransport {
             return Err(TransportError::Status {
                 endpoint,
                 status: status.as_u16(),
-                body: ErrorBody::decode(&bytes),
+                body: StatusBody::decode(&bytes),
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| TransportError::Decode {
@@ -192,7 +192,7 @@ impl HttpTransport {
         Err(TransportError::Status {
             endpoint,
             status: status.as_u16(),
-            body: ErrorBody::decode(&bytes),
+            body: StatusBody::decode(&bytes),
         })
     }
 }

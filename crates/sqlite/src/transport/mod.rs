@@ -10,9 +10,7 @@ pub mod http;
 
 use std::future::Future;
 
-use oversync_protocol::error::{
-    ErrorCode, ErrorResponse, PushConflictResponse, SourceRetiredResponse,
-};
+use oversync_protocol::error::{ErrorBody, ErrorResponse};
 use oversync_protocol::wire::{
     CapabilitiesResponse, CommittedBundleRowsResponse, ConnectRequest, ConnectResponse,
     PullResponse, PushSessionChunkRequest, PushSessionChunkResponse, PushSessionCommitResponse,
@@ -20,68 +18,57 @@ use oversync_protocol::wire::{
     SnapshotSessionCreateRequest,
 };
 
-/// The decoded body of a non-`200` response.
+/// The body of a non-`200` response: a protocol error envelope, or whatever else a router,
+/// proxy or host middleware sent.
 #[derive(Debug, Clone)]
-pub enum ErrorBody {
-    /// `{"error","message"}`.
-    Plain(ErrorResponse),
-    /// `push_conflict` with its `conflict` object.
-    PushConflict(Box<PushConflictResponse>),
-    /// `source_retired` with the retired source and its replacement.
-    SourceRetired(SourceRetiredResponse),
-    /// Not a protocol error envelope (plain text from a proxy, an empty body, …); the text is
-    /// kept for diagnostics, truncated.
+pub enum StatusBody {
+    /// One of the protocol's three error envelopes, decoded by its `error` code (client
+    /// chapter §10.5). Boxed: a `push_conflict` envelope carries a whole server row.
+    Envelope(Box<ErrorBody>),
+    /// Not a protocol error envelope (plain text from a proxy, an empty body, JSON without a
+    /// non-blank `error`); the text is kept for diagnostics, truncated to 512 characters.
     Unrecognized(String),
 }
 
-impl ErrorBody {
-    /// Decodes a response body by its `error` member (client chapter §10.5).
-    pub fn decode(body: &[u8]) -> ErrorBody {
-        let plain: Option<ErrorResponse> = serde_json::from_slice(body).ok();
-        match plain {
-            Some(plain) if !plain.error.trim().is_empty() => {
-                match ErrorCode::from_wire(&plain.error) {
-                    Some(ErrorCode::PushConflict) => {
-                        match serde_json::from_slice::<PushConflictResponse>(body) {
-                            Ok(conflict) if conflict.conflict.is_some() => {
-                                ErrorBody::PushConflict(Box::new(conflict))
-                            }
-                            _ => ErrorBody::Plain(plain),
-                        }
-                    }
-                    Some(ErrorCode::SourceRetired) => {
-                        match serde_json::from_slice::<SourceRetiredResponse>(body) {
-                            Ok(retired) => ErrorBody::SourceRetired(retired),
-                            Err(_) => ErrorBody::Plain(plain),
-                        }
-                    }
-                    _ => ErrorBody::Plain(plain),
-                }
+impl StatusBody {
+    /// Decodes a response body. A `push_conflict` or `source_retired` body whose structured
+    /// members do not decode still counts as a plain envelope with its code, so the client
+    /// reacts to the code (e.g. an unstructured conflict is an ordinary HTTP error, §5.1).
+    pub fn decode(body: &[u8]) -> StatusBody {
+        let envelope = ErrorBody::decode(body).or_else(|| {
+            serde_json::from_slice::<ErrorResponse>(body)
+                .ok()
+                .map(ErrorBody::Plain)
+        });
+        match envelope {
+            Some(envelope) if !envelope.error().trim().is_empty() => {
+                StatusBody::Envelope(Box::new(envelope))
             }
             _ => {
                 let text = String::from_utf8_lossy(body);
-                ErrorBody::Unrecognized(text.chars().take(512).collect())
+                StatusBody::Unrecognized(text.chars().take(512).collect())
             }
+        }
+    }
+
+    /// The envelope, when the body was one.
+    pub fn envelope(&self) -> Option<&ErrorBody> {
+        match self {
+            StatusBody::Envelope(e) => Some(e.as_ref()),
+            StatusBody::Unrecognized(_) => None,
         }
     }
 
     /// The `error` code string, when the body was an envelope.
     pub fn code(&self) -> Option<&str> {
-        match self {
-            ErrorBody::Plain(e) => Some(&e.error),
-            ErrorBody::PushConflict(e) => Some(&e.error),
-            ErrorBody::SourceRetired(e) => Some(&e.error),
-            ErrorBody::Unrecognized(_) => None,
-        }
+        self.envelope().map(ErrorBody::error)
     }
 
-    /// The `message`, when the body was an envelope.
+    /// The `message` of an envelope, or the (truncated) text of any other body.
     pub fn message(&self) -> &str {
         match self {
-            ErrorBody::Plain(e) => &e.message,
-            ErrorBody::PushConflict(e) => &e.message,
-            ErrorBody::SourceRetired(e) => &e.message,
-            ErrorBody::Unrecognized(text) => text,
+            StatusBody::Envelope(e) => e.message(),
+            StatusBody::Unrecognized(text) => text,
         }
     }
 }
@@ -111,7 +98,7 @@ pub enum TransportError {
         /// The HTTP status.
         status: u16,
         /// The decoded body.
-        body: ErrorBody,
+        body: StatusBody,
     },
     /// No response was received. Fault: the network (or the server went away).
     #[error("{endpoint}: {kind:?} error: {message}")]
@@ -164,11 +151,16 @@ impl TransportError {
     }
 
     /// The decoded body, when the server answered.
-    pub fn body(&self) -> Option<&ErrorBody> {
+    pub fn body(&self) -> Option<&StatusBody> {
         match self {
             TransportError::Status { body, .. } => Some(body),
             _ => None,
         }
+    }
+
+    /// The protocol error envelope, when the server answered with one.
+    pub fn envelope(&self) -> Option<&ErrorBody> {
+        self.body().and_then(StatusBody::envelope)
     }
 
     /// Whether a retry of the same request may succeed (§10.4): 429/502/503/504 and network
@@ -376,18 +368,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn push_conflict_without_conflict_object_decodes_as_plain() {
-        let body = ErrorBody::decode(br#"{"error":"push_conflict","message":"m"}"#);
-        assert!(matches!(body, ErrorBody::Plain(_)));
+    fn push_conflict_without_conflict_object_has_no_structured_conflict() {
+        let body = StatusBody::decode(br#"{"error":"push_conflict","message":"m"}"#);
+        assert!(
+            matches!(body.envelope(), Some(ErrorBody::PushConflict(c)) if c.conflict.is_none())
+        );
         assert_eq!(body.code(), Some("push_conflict"));
     }
 
     #[test]
+    fn push_conflict_with_malformed_conflict_keeps_its_code() {
+        let body = StatusBody::decode(br#"{"error":"push_conflict","message":"m","conflict":7}"#);
+        assert!(matches!(body.envelope(), Some(ErrorBody::Plain(_))));
+        assert_eq!(body.code(), Some("push_conflict"));
+    }
+
+    #[test]
+    fn blank_error_code_is_unrecognized() {
+        let body = StatusBody::decode(br#"{"error":" ","message":"m"}"#);
+        assert!(matches!(body, StatusBody::Unrecognized(_)));
+    }
+
+    #[test]
     fn source_retired_decodes_with_replacement() {
-        let body = ErrorBody::decode(
+        let body = StatusBody::decode(
             br#"{"error":"source_retired","message":"m","source_id":"a","replaced_by_source_id":"b"}"#,
         );
-        let ErrorBody::SourceRetired(retired) = body else {
+        let Some(ErrorBody::SourceRetired(retired)) = body.envelope() else {
             panic!("not source_retired");
         };
         assert_eq!(retired.replaced_by_source_id, "b");
@@ -395,8 +402,8 @@ mod tests {
 
     #[test]
     fn non_json_body_is_unrecognized() {
-        let body = ErrorBody::decode(b"Bad Gateway");
-        assert!(matches!(body, ErrorBody::Unrecognized(ref t) if t == "Bad Gateway"));
+        let body = StatusBody::decode(b"Bad Gateway");
+        assert!(matches!(body, StatusBody::Unrecognized(ref t) if t == "Bad Gateway"));
         assert_eq!(body.code(), None);
     }
 
@@ -405,7 +412,7 @@ mod tests {
         let status = |status| TransportError::Status {
             endpoint: "pull",
             status,
-            body: ErrorBody::Unrecognized(String::new()),
+            body: StatusBody::Unrecognized(String::new()),
         };
         for s in [429, 502, 503, 504] {
             assert!(status(s).is_retryable(), "{s}");

@@ -14,7 +14,7 @@ use oversync_protocol::hash::{self, HashRow};
 use oversync_protocol::op::Op;
 use oversync_protocol::wire::*;
 use oversync_sqlite::{
-    Client, Config, ErrorBody, NetworkErrorKind, RetryPolicy, SyncTable, Transport, TransportError,
+    Client, Config, NetworkErrorKind, RetryPolicy, StatusBody, SyncTable, Transport, TransportError,
 };
 
 /// One scripted answer.
@@ -68,7 +68,9 @@ pub(crate) fn status_error(endpoint: &'static str, status: u16, code: &str) -> T
     TransportError::Status {
         endpoint,
         status,
-        body: ErrorBody::decode(format!(r#"{{"error":"{code}","message":"scripted"}}"#).as_bytes()),
+        body: StatusBody::decode(
+            format!(r#"{{"error":"{code}","message":"scripted"}}"#).as_bytes(),
+        ),
     }
 }
 
