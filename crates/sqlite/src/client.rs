@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::engine::lifecycle::{self, Detached, LocalAttach};
 use crate::engine::push::{self, Outbox};
-use crate::engine::state::{Attachment, Operation, OperationKind, OutboxBundle, OutboxState};
-use crate::engine::{StepError, pull, snapshot};
+use crate::engine::state::{self, Attachment, Operation, OperationKind, OutboxBundle, OutboxState};
+use crate::engine::{self, StepError, pull, snapshot};
 use crate::error::{
     AttachError, ConfigError, GateError, LocalError, NewError, ProtocolViolation, PullError,
     PushError, SnapshotError, SqliteContext, StatusError, StoreError, SyncError,
@@ -34,6 +34,10 @@ use crate::retry::{self, RetryClass};
 use crate::schema;
 use crate::transport::{Transport, TransportError};
 use crate::types::*;
+
+/// Automatic push retries after resolved conflicts (the reference's
+/// `maxPushConflictAutoRetries`).
+const MAX_CONFLICT_RETRIES: u32 = 2;
 
 #[derive(Debug, Default)]
 struct Session {
@@ -775,7 +779,58 @@ impl<T: Transport> Client<T> {
         self.push_locked(&mut session).await
     }
 
+    /// §4 with the conflict loop of §5.5: a structured conflict is resolved and the whole push
+    /// (entry checks included) runs again from a fresh outbox under the same
+    /// `source_bundle_id`, at most [`MAX_CONFLICT_RETRIES`] times.
     async fn push_locked(&self, session: &mut Session) -> Result<PushReport, PushError> {
+        let mut retries = 0;
+        loop {
+            let error = match self.push_once(session).await {
+                Ok(report) => return Ok(report),
+                Err(error) => error,
+            };
+            let PushError::PushConflict { conflict, .. } = &error else {
+                return Err(error);
+            };
+            let details = (**conflict).clone();
+            let Some(context) = self
+                .db(move |conn, catalog| engine::conflict::context(conn, catalog, &details))
+                .await??
+            else {
+                return Err(error);
+            };
+            let result = self.config.resolver.resolve(&context);
+            let (c, r) = (context.clone(), result.clone());
+            let applied = self
+                .db(move |conn, catalog| engine::conflict::apply(conn, catalog, &c, &r))
+                .await?
+                .map_err(step_to_push)?;
+            if let engine::conflict::Applied::Invalid(message) = applied {
+                return Err(PushError::InvalidConflictResolution {
+                    conflict: Box::new(context),
+                    result: Box::new(result),
+                    message,
+                });
+            }
+            let remaining = self.db(|conn, _| state::dirty_count(conn)).await??;
+            if remaining == 0 {
+                return Ok(PushReport {
+                    outcome: PushOutcome::NoChange,
+                    status: self.status_now().await?,
+                });
+            }
+            if retries >= MAX_CONFLICT_RETRIES {
+                return Err(PushError::PushConflictRetryExhausted {
+                    retry_count: MAX_CONFLICT_RETRIES,
+                    remaining_dirty_count: remaining,
+                });
+            }
+            retries += 1;
+        }
+    }
+
+    /// One push (§4.1–§4.8); a structured conflict comes back as [`PushError::PushConflict`].
+    async fn push_once(&self, session: &mut Session) -> Result<PushReport, PushError> {
         match self.connected_check(session).await? {
             Ok(()) => {}
             Err(false) => return Err(PushError::OpenRequired),
@@ -1116,6 +1171,7 @@ impl<T: Transport> Client<T> {
             Some(ErrorCode::PushConflict) => match e.envelope() {
                 Some(ErrorBody::PushConflict(c)) => match &c.conflict {
                     Some(conflict) => PushError::PushConflict {
+                        status: e.status().unwrap_or(409),
                         table: conflict.table.clone(),
                         key: serde_json::to_string(&conflict.key).unwrap_or_default(),
                         message: c.message.clone(),

@@ -3,7 +3,10 @@
 //! Values are normalised where the reference normalises them (a limit ≤ 0 means the default),
 //! so that the rest of the crate reads already-valid numbers.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::conflict::{Resolver, ServerWins};
 
 /// One managed table: the application table the client installs triggers on and replicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +125,13 @@ pub struct Config {
     pub snapshot_chunk_rows: u32,
     /// Retry of transient HTTP failures.
     pub retry_policy: RetryPolicy,
+    /// Decides structured push conflicts (§5); default [`ServerWins`].
+    pub resolver: Arc<dyn Resolver>,
 }
 
 impl Config {
-    /// The reference's `DefaultConfig`: limits 1000, the built-in retry policy.
+    /// The reference's `DefaultConfig`: limits 1000, the built-in retry policy, server-wins
+    /// conflict resolution.
     pub fn new(schema: impl Into<String>, tables: Vec<SyncTable>) -> Self {
         Config {
             schema: schema.into(),
@@ -134,6 +140,7 @@ impl Config {
             download_limit: 1000,
             snapshot_chunk_rows: 1000,
             retry_policy: RetryPolicy::default(),
+            resolver: Arc::new(ServerWins),
         }
     }
 

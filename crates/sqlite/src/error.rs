@@ -397,10 +397,12 @@ pub enum PushError {
         /// The server's message.
         message: String,
     },
-    /// A structured push conflict. The outbox was kept unchanged; conflict resolution is not
-    /// implemented in this version of the client.
-    #[error("push conflict on {table} {key}: {message}")]
+    /// A structured push conflict the resolver path could not consume: the conflicting key is
+    /// not part of the outbox. The outbox was kept unchanged. Fault: the server.
+    #[error("push conflict on {table} {key} (status {status}): {message}")]
     PushConflict {
+        /// The HTTP status (409).
+        status: u16,
         /// The conflicting table.
         table: String,
         /// The conflicting key, as JSON.
@@ -409,6 +411,29 @@ pub enum PushError {
         message: String,
         /// The decoded conflict.
         conflict: Box<oversync_protocol::wire::PushConflictDetails>,
+    },
+    /// The resolver's decision does not fit the conflict (§5.3). Every outbox row, the
+    /// conflicting one included, is back in the dirty set and business rows are untouched, so
+    /// a later push (perhaps with another resolver) replays it. Fault: the resolver.
+    #[error("invalid conflict resolution: {message}")]
+    InvalidConflictResolution {
+        /// What the resolver was asked.
+        conflict: Box<crate::conflict::ConflictContext>,
+        /// What it answered.
+        result: Box<crate::conflict::MergeResult>,
+        /// Why the answer cannot be applied.
+        message: String,
+    },
+    /// Conflicts persisted through the automatic retries (§5.5). The outbox is empty and every
+    /// surviving intent is a dirty row, so a later push continues. Fault: concurrent writers.
+    #[error(
+        "push conflict auto-retry exhausted after {retry_count} retries; {remaining_dirty_count} dirty rows remain replayable"
+    )]
+    PushConflictRetryExhausted {
+        /// The automatic retries made (2).
+        retry_count: u32,
+        /// Dirty rows still queued.
+        remaining_dirty_count: i64,
     },
     /// The locally reserved replacement source disagrees with the server's.
     #[error("source replacement diverged: local {local}, remote {remote}")]

@@ -18,6 +18,7 @@
 mod catalog;
 mod client;
 pub mod config;
+pub mod conflict;
 mod db;
 mod engine;
 pub mod error;
@@ -31,6 +32,10 @@ mod types;
 
 pub use client::Client;
 pub use config::{Config, RetryPolicy, SyncTable};
+pub use conflict::{
+    ClientWins, ConflictContext, DefaultResolver, LastWriterWins, MergeResult, Resolver, ServerRow,
+    ServerWins,
+};
 pub use error::{
     AttachError, ConfigError, GateError, LocalError, NewError, ProtocolViolation, PullError,
     PushError, SnapshotError, StatusError, StoreError, SyncError,

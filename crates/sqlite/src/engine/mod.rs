@@ -15,6 +15,7 @@
 //! `ON CONFLICT … DO UPDATE`, never `INSERT OR REPLACE`; delete by key; row-state upsert) and
 //! the dirty-row requeue, shared by push replay, pull and snapshot apply.
 
+pub(crate) mod conflict;
 pub(crate) mod lifecycle;
 pub(crate) mod pull;
 pub(crate) mod push;
@@ -164,6 +165,21 @@ pub(crate) fn upsert_row_state(
     Ok(())
 }
 
+/// Deletes the row state of a key.
+pub(crate) fn delete_row_state(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+    key_json: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM _sync_row_state WHERE schema_name = ?1 AND table_name = ?2 AND key_json = ?3",
+    )
+    .and_then(|mut s| s.execute(params![schema, table, key_json]))
+    .ctx("delete row state")?;
+    Ok(())
+}
+
 /// `(row_version, deleted)` of a key's row state.
 pub(crate) fn row_state(
     conn: &Connection,
@@ -238,6 +254,24 @@ pub(crate) fn requeue_dirty(
     )
     .and_then(|mut s| s.execute(params![schema, table, key_json, op, base_row_version, payload]))
     .ctx("requeue dirty row")?;
+    Ok(())
+}
+
+/// Sets only the `base_row_version` of a key's dirty row (keeps its op, payload and
+/// ordinal): rebases a newer local intent on a version the server will accept (§12 C13).
+pub(crate) fn rebase_dirty(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+    key_json: &str,
+    base_row_version: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE _sync_dirty_rows SET base_row_version = ?4
+         WHERE schema_name = ?1 AND table_name = ?2 AND key_json = ?3",
+    )
+    .and_then(|mut s| s.execute(params![schema, table, key_json, base_row_version]))
+    .ctx("rebase dirty row")?;
     Ok(())
 }
 

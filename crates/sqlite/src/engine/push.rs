@@ -63,13 +63,16 @@ pub(crate) struct Outbox {
     pub(crate) rows: Vec<OutboxRow>,
 }
 
-fn table<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a ManagedTable, StoreError> {
+pub(crate) fn table<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a ManagedTable, StoreError> {
     catalog
         .table(name)
         .ok_or_else(|| StoreError::Inconsistent(format!("table {name} is not configured for sync")))
 }
 
-fn load_outbox_rows(conn: &Connection, catalog: &Catalog) -> Result<Vec<OutboxRow>, StoreError> {
+pub(crate) fn load_outbox_rows(
+    conn: &Connection,
+    catalog: &Catalog,
+) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT source_bundle_id, row_ordinal, table_name, key_json, wire_key_json, op,

@@ -26,6 +26,13 @@ pub(crate) enum Reply {
     Commit(Result<PushSessionCommitResponse, TransportError>),
     Rows(Result<CommittedBundleRowsResponse, TransportError>),
     Pull(Result<PullResponse, TransportError>),
+    /// `staging` for whatever row count the create asked for.
+    Staging,
+    /// Acknowledges whatever chunk was uploaded.
+    ChunkOk,
+    /// Commits the rows uploaded since the last create as `bundle_seq`, the way a correct
+    /// server does, and queues the committed-rows page for the fetch that follows.
+    CommitOk(i64),
 }
 
 /// A transport that answers from a script and records what it was asked.
@@ -35,6 +42,8 @@ pub(crate) struct Scripted {
     pub(crate) calls: Mutex<Vec<String>>,
     pub(crate) chunks: Mutex<Vec<PushSessionChunkRequest>>,
     pub(crate) creates: Mutex<Vec<PushSessionCreateRequest>>,
+    /// Rows uploaded since the last create.
+    pub(crate) session_chunks: Mutex<Vec<PushRequestRow>>,
 }
 
 impl Scripted {
@@ -53,6 +62,33 @@ impl Scripted {
 
     pub(crate) fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Scripts one push that a correct server accepts as `bundle_seq`.
+    pub(crate) fn push_ok(&self, bundle_seq: i64) {
+        self.push(Reply::Staging);
+        self.push(Reply::ChunkOk);
+        self.push(Reply::CommitOk(bundle_seq));
+    }
+
+    /// Scripts one push whose commit is refused with a structured conflict.
+    pub(crate) fn push_conflicting(&self, conflict: PushConflictDetails) {
+        self.push(Reply::Staging);
+        self.push(Reply::ChunkOk);
+        self.push(Reply::Commit(Err(conflict_error("commit", conflict))));
+    }
+}
+
+/// A `409 push_conflict` with its `conflict` object, decoded the way the HTTP transport does.
+pub(crate) fn conflict_error(
+    endpoint: &'static str,
+    conflict: PushConflictDetails,
+) -> TransportError {
+    let body = oversync_protocol::error::PushConflictResponse::new("bundle conflict", conflict);
+    TransportError::Status {
+        endpoint,
+        status: 409,
+        body: StatusBody::decode(&serde_json::to_vec(&body).unwrap()),
     }
 }
 
@@ -100,7 +136,15 @@ impl Transport for Scripted {
         request: &PushSessionCreateRequest,
     ) -> Result<PushSessionCreateResponse, TransportError> {
         self.creates.lock().unwrap().push(request.clone());
-        expect!(self, Create, "create")
+        self.session_chunks.lock().unwrap().clear();
+        match self.next("create") {
+            Reply::Create(r) => r,
+            Reply::Staging => Ok(PushSessionCreateResponse::staging(
+                "push-1".to_owned(),
+                request.planned_row_count,
+            )),
+            _ => panic!("unexpected call create"),
+        }
     }
     async fn upload_push_chunk(
         &self,
@@ -109,14 +153,44 @@ impl Transport for Scripted {
         request: &PushSessionChunkRequest,
     ) -> Result<PushSessionChunkResponse, TransportError> {
         self.chunks.lock().unwrap().push(request.clone());
-        expect!(self, Chunk, "chunk")
+        self.session_chunks
+            .lock()
+            .unwrap()
+            .extend(request.rows.iter().cloned());
+        match self.next("chunk") {
+            Reply::Chunk(r) => r,
+            Reply::ChunkOk => Ok(PushSessionChunkResponse {
+                push_id: "push-1".to_owned(),
+                next_expected_row_ordinal: request.start_row_ordinal + request.rows.len() as i64,
+            }),
+            _ => panic!("unexpected call chunk"),
+        }
     }
     async fn commit_push_session(
         &self,
-        _: &str,
+        source_id: &str,
         _: &str,
     ) -> Result<PushSessionCommitResponse, TransportError> {
-        expect!(self, Commit, "commit")
+        match self.next("commit") {
+            Reply::Commit(r) => r,
+            Reply::CommitOk(bundle_seq) => {
+                let rows = self.session_chunks.lock().unwrap().clone();
+                let source_bundle_id = self
+                    .creates
+                    .lock()
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .source_bundle_id;
+                let (commit, page) = committed_for(&rows, bundle_seq, source_id, source_bundle_id);
+                self.replies
+                    .lock()
+                    .unwrap()
+                    .push_front(Reply::Rows(Ok(page)));
+                Ok(commit)
+            }
+            _ => panic!("unexpected call commit"),
+        }
     }
     async fn delete_push_session(&self, _: &str, _: &str) -> Result<(), TransportError> {
         self.calls.lock().unwrap().push("delete_push".to_owned());
@@ -199,7 +273,12 @@ pub(crate) async fn fixture() -> Fixture {
 
 /// Opens and attaches through `initialize_empty`.
 pub(crate) async fn attached() -> Fixture {
-    let f = fixture().await;
+    attached_with(SCHEMA_SQL, config()).await
+}
+
+/// [`attached`] over `ddl` with `config`.
+pub(crate) async fn attached_with(ddl: &str, config: Config) -> Fixture {
+    let f = fixture_with(ddl, config).await;
     f.client.open().await.unwrap();
     f.transport.push(Reply::Capabilities(Ok(capabilities())));
     f.transport
@@ -223,6 +302,15 @@ pub(crate) fn capabilities() -> CapabilitiesResponse {
 pub(crate) async fn exec(client: &Client<std::sync::Arc<Scripted>>, sql: &'static str) {
     client
         .with_connection(move |c| c.execute_batch(sql))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Runs `sql` (built at run time) on the client's connection.
+pub(crate) async fn exec_owned(client: &Client<std::sync::Arc<Scripted>>, sql: String) {
+    client
+        .with_connection(move |c| c.execute_batch(&sql))
         .await
         .unwrap()
         .unwrap();

@@ -1,0 +1,704 @@
+//! Structured push conflicts (client chapter §5): the resolver's input, the three outcomes
+//! applied locally, invalid resolutions, the bounded automatic retry, and the §12 fixes (B1,
+//! A10, C13). The server side is a scripted transport returning constructed protocol
+//! responses: these pin the engine's state transitions, they are not end-to-end tests.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use oversync_protocol::op::Op;
+use oversync_protocol::wire::*;
+use oversync_sqlite::{
+    ClientWins, Config, ConflictContext, LastWriterWins, MergeResult, PushError, PushOutcome,
+    Resolver,
+};
+use serde_json::value::RawValue;
+use support::*;
+
+/// Records every conflict it is asked about and answers `result`.
+#[derive(Debug)]
+struct Capture {
+    result: MergeResult,
+    seen: Mutex<Vec<ConflictContext>>,
+}
+
+impl Resolver for Capture {
+    fn resolve(&self, conflict: &ConflictContext) -> MergeResult {
+        self.seen.lock().unwrap().push(conflict.clone());
+        self.result.clone()
+    }
+}
+
+fn capture(result: MergeResult) -> Arc<Capture> {
+    Arc::new(Capture {
+        result,
+        seen: Mutex::new(Vec::new()),
+    })
+}
+
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap()
+}
+
+fn with_resolver(resolver: Arc<dyn Resolver>) -> Config {
+    let mut config = config();
+    config.resolver = resolver;
+    config
+}
+
+/// A conflict on `users` key `id` for a row this client pushed with `op` and `base`.
+fn conflict(
+    id: &str,
+    op: Op,
+    base: i64,
+    server_version: i64,
+    server_deleted: bool,
+    server_row: Option<&str>,
+) -> PushConflictDetails {
+    conflict_on(
+        "users",
+        id,
+        op,
+        base,
+        server_version,
+        server_deleted,
+        server_row,
+    )
+}
+
+fn conflict_on(
+    table: &str,
+    id: &str,
+    op: Op,
+    base: i64,
+    server_version: i64,
+    server_deleted: bool,
+    server_row: Option<&str>,
+) -> PushConflictDetails {
+    PushConflictDetails {
+        schema: "business".to_owned(),
+        table: table.to_owned(),
+        key: SyncKey::from([("id".to_owned(), id.to_owned())]),
+        op,
+        base_row_version: base,
+        server_row_version: server_version,
+        server_row_deleted: server_deleted,
+        server_row: server_row.map(raw),
+    }
+}
+
+/// Writes `rows` into `table` as already synced at `version` (no dirty rows).
+async fn synced(f: &Fixture, table: &str, values: &str, keys: &[&str], version: i64) {
+    let states: Vec<String> = keys
+        .iter()
+        .map(|k| format!("('business', '{table}', '{{\"id\":\"{k}\"}}', {version}, 0)"))
+        .collect();
+    exec_owned(
+        &f.client,
+        format!(
+            "UPDATE _sync_apply_state SET apply_mode = 1;
+             INSERT INTO {table} VALUES {values};
+             UPDATE _sync_apply_state SET apply_mode = 0;
+             INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted)
+             VALUES {};",
+            states.join(", ")
+        ),
+    )
+    .await;
+}
+
+/// `users` row `u1` synced at version 1 as "Ada", then renamed locally to "Local".
+async fn locally_renamed(config: Config) -> Fixture {
+    let f = attached_with(SCHEMA_SQL, config).await;
+    synced(&f, "users", "('u1', 'Ada')", &["u1"], 1).await;
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Local' WHERE id = 'u1';",
+    )
+    .await;
+    f
+}
+
+/// Freezes the outbox without reaching the server (the create fails once).
+async fn freeze(f: &Fixture) {
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    assert!(matches!(
+        f.client.push_pending().await,
+        Err(PushError::Transport(_))
+    ));
+}
+
+async fn one(f: &Fixture, sql: &'static str) -> String {
+    let rows: Vec<String> = query(&f.client, sql).await;
+    rows.join(";")
+}
+
+async fn counts(f: &Fixture) -> String {
+    one(
+        f,
+        "SELECT '' || (SELECT count(*) FROM _sync_dirty_rows) || ' dirty, ' ||
+                (SELECT count(*) FROM _sync_outbox_rows) || ' outbox, ' ||
+                (SELECT state FROM _sync_outbox_bundle)",
+    )
+    .await
+}
+
+async fn dirty(f: &Fixture) -> String {
+    one(
+        f,
+        "SELECT table_name || ' ' || key_json || ' ' || op || ' ' || base_row_version || ' ' || COALESCE(payload, 'NULL')
+         FROM _sync_dirty_rows ORDER BY dirty_ordinal",
+    )
+    .await
+}
+
+/// The re-frozen outbox of the retry: what it would upload, from the local payloads.
+async fn outbox(f: &Fixture) -> String {
+    one(
+        f,
+        "SELECT table_name || ' ' || key_json || ' ' || op || ' ' || base_row_version || ' ' || COALESCE(local_payload, 'NULL') || ' ' || COALESCE(wire_payload, 'NULL')
+         FROM _sync_outbox_rows ORDER BY row_ordinal",
+    )
+    .await
+}
+
+async fn row_states(f: &Fixture) -> String {
+    one(
+        f,
+        "SELECT table_name || ' ' || key_json || ' ' || row_version || ' ' || deleted
+         FROM _sync_row_state ORDER BY table_name, key_json",
+    )
+    .await
+}
+
+fn uploaded(f: &Fixture, chunk: usize) -> Vec<String> {
+    f.transport.chunks.lock().unwrap()[chunk]
+        .rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} base {} {}",
+                r.table,
+                r.op,
+                r.base_row_version,
+                r.payload.as_ref().map_or("NULL", |p| p.get())
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn structured_conflict_passes_typed_context_to_the_resolver() {
+    let resolver = capture(MergeResult::AcceptServer);
+    let f = locally_renamed(with_resolver(resolver.clone())).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.client.push_pending().await.unwrap();
+    let seen = resolver.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let c = &seen[0];
+    assert_eq!((c.schema.as_str(), c.table.as_str()), ("business", "users"));
+    assert_eq!(c.key, SyncKey::from([("id".to_owned(), "u1".to_owned())]));
+    assert_eq!(c.local_op, Op::Update);
+    assert_eq!(
+        c.local_payload.as_ref().unwrap().get(),
+        r#"{"id":"u1","name":"Local"}"#
+    );
+    assert_eq!((c.base_row_version, c.server_row_version), (1, 2));
+    assert!(!c.server_row_deleted);
+    assert_eq!(
+        c.server_row_payload.as_ref().unwrap().get(),
+        r#"{"id":"u1","name":"Server"}"#
+    );
+}
+
+#[tokio::test]
+async fn server_wins_by_default_adopts_the_live_server_row_and_drops_the_local_intent() {
+    let f = locally_renamed(config()).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Server");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 2 0"#);
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+    assert_eq!(
+        f.transport.calls()[2..],
+        ["create", "chunk", "commit", "delete_push"]
+    );
+}
+
+#[tokio::test]
+async fn server_wins_deletes_the_local_row_when_the_server_holds_a_tombstone() {
+    let f = locally_renamed(config()).await;
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, true, None));
+    f.client.push_pending().await.unwrap();
+    assert_eq!(one(&f, "SELECT '' || count(*) FROM users").await, "0");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 2 1"#);
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn server_wins_forgets_the_row_when_the_server_has_no_state_for_it() {
+    let f = locally_renamed(config()).await;
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 0, false, None));
+    f.client.push_pending().await.unwrap();
+    assert_eq!(one(&f, "SELECT '' || count(*) FROM users").await, "0");
+    assert_eq!(row_states(&f).await, "");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn client_wins_retries_the_local_update_on_the_server_version_under_the_same_source_bundle_id()
+ {
+    let f = locally_renamed(with_resolver(Arc::new(ClientWins))).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    let creates = f.transport.creates.lock().unwrap().clone();
+    assert_eq!(creates.len(), 2);
+    assert_eq!(creates[0].source_bundle_id, creates[1].source_bundle_id);
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users UPDATE base 2 {"id":"u1","name":"Local"}"#]
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Local");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 3 0"#);
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+const FILES_SQL: &str = "CREATE TABLE files (id TEXT PRIMARY KEY, data BLOB);";
+
+#[tokio::test]
+async fn keep_local_does_not_corrupt_blob_columns_that_look_like_base64() {
+    // §12 B1: the local payload holds BLOBs as hex; "00112233" is also valid base64, which the
+    // reference decoded through its wire decoder into six unrelated bytes.
+    let mut config = with_resolver(Arc::new(ClientWins));
+    config.tables = vec![oversync_sqlite::SyncTable::new("files", "id")];
+    let f = attached_with(FILES_SQL, config).await;
+    synced(&f, "files", "('f1', x'00')", &["f1"], 1).await;
+    exec(
+        &f.client,
+        "UPDATE files SET data = x'00112233' WHERE id = 'f1';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict_on(
+        "files",
+        "f1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"f1","data":"AA=="}"#),
+    ));
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    assert!(matches!(
+        f.client.push_pending().await,
+        Err(PushError::Transport(_))
+    ));
+    assert_eq!(one(&f, "SELECT hex(data) FROM files").await, "00112233");
+    assert_eq!(
+        outbox(&f).await,
+        r#"files {"id":"f1"} UPDATE 2 {"id":"f1","data":"00112233"} {"data":"ABEiMw==","id":"f1"}"#
+    );
+    assert_eq!(row_states(&f).await, r#"files {"id":"f1"} 2 0"#);
+}
+
+#[tokio::test]
+async fn keep_merged_writes_the_merged_row_and_retries_it() {
+    let merged = MergeResult::KeepMerged(raw(r#"{"ID":"u1","Name":"Merged"}"#));
+    let f = locally_renamed(with_resolver(capture(merged))).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users UPDATE base 2 {"id":"u1","name":"Merged"}"#]
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Merged");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 3 0"#);
+}
+
+#[tokio::test]
+async fn keep_merged_for_a_delete_is_invalid_and_restores_the_outbox_as_dirty_rows() {
+    let merged = MergeResult::KeepMerged(raw(r#"{"id":"u1","name":"Merged"}"#));
+    let f = attached_with(SCHEMA_SQL, with_resolver(capture(merged))).await;
+    synced(&f, "users", "('u1', 'Ada')", &["u1"], 1).await;
+    exec(&f.client, "DELETE FROM users WHERE id = 'u1';").await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Delete,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::InvalidConflictResolution { conflict, result, .. }
+            if conflict.local_op == Op::Delete && matches!(**result, MergeResult::KeepMerged(_))),
+        "{err:?}"
+    );
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+    assert_eq!(dirty(&f).await, r#"users {"id":"u1"} DELETE 1 NULL"#);
+    assert_eq!(one(&f, "SELECT '' || count(*) FROM users").await, "0");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 1 0"#);
+}
+
+#[tokio::test]
+async fn keep_local_for_an_update_of_a_deleted_server_row_is_invalid_and_keeps_the_intent() {
+    let f = locally_renamed(with_resolver(Arc::new(ClientWins))).await;
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, true, None));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(err, PushError::InvalidConflictResolution { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        dirty(&f).await,
+        r#"users {"id":"u1"} UPDATE 1 {"id":"u1","name":"Local"}"#
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Local");
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn keep_merged_without_every_column_is_invalid() {
+    let merged = MergeResult::KeepMerged(raw(r#"{"id":"u1"}"#));
+    let f = locally_renamed(with_resolver(capture(merged))).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::InvalidConflictResolution { message, .. } if message.contains("exactly every table column")),
+        "{err:?}"
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Local");
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn keep_merged_that_changes_the_key_is_invalid() {
+    let merged = MergeResult::KeepMerged(raw(r#"{"id":"u2","name":"Elsewhere"}"#));
+    let f = locally_renamed(with_resolver(capture(merged))).await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::InvalidConflictResolution { message, .. } if message.contains("key")),
+        "{err:?}"
+    );
+    assert_eq!(one(&f, "SELECT group_concat(id) FROM users").await, "u1");
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn conflicts_that_persist_through_two_retries_fail_with_retry_exhausted_and_stay_replayable()
+{
+    let resolver = capture(MergeResult::KeepLocal);
+    let f = locally_renamed(with_resolver(resolver.clone())).await;
+    for server_version in [2, 3, 4] {
+        f.transport.push_conflicting(conflict(
+            "u1",
+            Op::Update,
+            server_version - 1,
+            server_version,
+            false,
+            Some(r#"{"id":"u1","name":"Server"}"#),
+        ));
+    }
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushError::PushConflictRetryExhausted {
+                retry_count: 2,
+                remaining_dirty_count: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(resolver.seen.lock().unwrap().len(), 3);
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+    assert_eq!(
+        dirty(&f).await,
+        r#"users {"id":"u1"} UPDATE 4 {"id":"u1","name":"Local"}"#
+    );
+}
+
+#[tokio::test]
+async fn sibling_rows_of_a_rejected_bundle_are_requeued_and_pushed_in_the_retry() {
+    let f = locally_renamed(config()).await;
+    exec(&f.client, "INSERT INTO users VALUES ('u2', 'Two');").await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users INSERT base 0 {"id":"u2","name":"Two"}"#]
+    );
+    assert_eq!(
+        one(
+            &f,
+            "SELECT group_concat(name, ',') FROM (SELECT name FROM users ORDER BY id)"
+        )
+        .await,
+        "Server,Two"
+    );
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn conflict_on_a_key_outside_the_outbox_fails_and_keeps_the_outbox() {
+    let resolver = capture(MergeResult::AcceptServer);
+    let f = locally_renamed(with_resolver(resolver.clone())).await;
+    f.transport
+        .push_conflicting(conflict("u9", Op::Update, 1, 2, true, None));
+    let err = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::PushConflict { status: 409, table, .. } if table == "users"),
+        "{err:?}"
+    );
+    assert!(resolver.seen.lock().unwrap().is_empty());
+    assert_eq!(counts(&f).await, "0 dirty, 1 outbox, prepared");
+}
+
+#[tokio::test]
+async fn structured_conflict_on_chunk_upload_is_resolved_like_one_on_commit() {
+    let f = locally_renamed(config()).await;
+    f.transport.push(Reply::Staging);
+    f.transport.push(Reply::Chunk(Err(conflict_error(
+        "push chunk",
+        conflict(
+            "u1",
+            Op::Update,
+            1,
+            2,
+            false,
+            Some(r#"{"id":"u1","name":"Server"}"#),
+        ),
+    ))));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Server");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn keep_local_insert_against_a_missing_server_row_retries_with_base_zero_instead_of_repeating_the_conflict()
+ {
+    // §12 A10: a local tombstone whose server history is gone; the re-insert carries base 5
+    // and the server reports the row missing. The reference failed with the outbox kept, so
+    // every later push hit the same conflict.
+    let f = attached_with(SCHEMA_SQL, with_resolver(Arc::new(ClientWins))).await;
+    exec(
+        &f.client,
+        "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted)
+         VALUES ('business', 'users', '{\"id\":\"u1\"}', 5, 1);
+         INSERT INTO users VALUES ('u1', 'Again');",
+    )
+    .await;
+    f.transport
+        .push_conflicting(conflict("u1", Op::Insert, 5, 0, false, None));
+    f.transport.push_ok(6);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(
+        uploaded(&f, 0),
+        [r#"users INSERT base 5 {"id":"u1","name":"Again"}"#]
+    );
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users INSERT base 0 {"id":"u1","name":"Again"}"#]
+    );
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 6 0"#);
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn requeue_after_a_conflict_keeps_a_newer_local_write_to_a_sibling_key() {
+    // §12 C13: the reference overwrote the newer dirty row with the stale outbox row.
+    let f = locally_renamed(config()).await;
+    exec(&f.client, "INSERT INTO users VALUES ('u2', 'Two');").await;
+    freeze(&f).await;
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Two v2' WHERE id = 'u2';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    assert!(f.client.push_pending().await.is_err());
+    assert_eq!(
+        outbox(&f).await,
+        r#"users {"id":"u2"} INSERT 0 {"id":"u2","name":"Two v2"} {"id":"u2","name":"Two v2"}"#
+    );
+}
+
+#[tokio::test]
+async fn newer_local_write_to_the_conflicting_key_survives_server_wins_rebased_on_the_server_version()
+ {
+    let f = locally_renamed(config()).await;
+    freeze(&f).await;
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Newer' WHERE id = 'u1';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict(
+        "u1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"u1","name":"Server"}"#),
+    ));
+    f.transport
+        .push(Reply::Create(Err(network_error("create"))));
+    assert!(f.client.push_pending().await.is_err());
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Newer");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 2 0"#);
+    assert_eq!(
+        outbox(&f).await,
+        r#"users {"id":"u1"} UPDATE 2 {"id":"u1","name":"Newer"} {"id":"u1","name":"Newer"}"#
+    );
+}
+
+const STAMPED_SQL: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, updated_at TEXT);";
+
+#[tokio::test]
+async fn last_writer_wins_pushes_the_local_row_when_its_updated_at_is_later() {
+    let mut config = with_resolver(Arc::new(LastWriterWins::default()));
+    config.tables = vec![oversync_sqlite::SyncTable::new("notes", "id")];
+    let f = attached_with(STAMPED_SQL, config).await;
+    synced(
+        &f,
+        "notes",
+        "('n1', 'base', '2026-03-24T18:00:00Z')",
+        &["n1"],
+        1,
+    )
+    .await;
+    exec(
+        &f.client,
+        "UPDATE notes SET body = 'local', updated_at = '2026-03-24T19:02:00+01:00' WHERE id = 'n1';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict_on(
+        "notes",
+        "n1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"n1","body":"server","updated_at":"2026-03-24T18:01:59.999Z"}"#),
+    ));
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(
+        uploaded(&f, 1),
+        [
+            r#"notes UPDATE base 2 {"body":"local","id":"n1","updated_at":"2026-03-24T19:02:00+01:00"}"#
+        ]
+    );
+    assert_eq!(one(&f, "SELECT body FROM notes").await, "local");
+}
+
+#[tokio::test]
+async fn last_writer_wins_adopts_the_server_row_when_its_updated_at_is_later() {
+    let mut config = with_resolver(Arc::new(LastWriterWins::default()));
+    config.tables = vec![oversync_sqlite::SyncTable::new("notes", "id")];
+    let f = attached_with(STAMPED_SQL, config).await;
+    synced(
+        &f,
+        "notes",
+        "('n1', 'base', '2026-03-24T18:00:00Z')",
+        &["n1"],
+        1,
+    )
+    .await;
+    exec(
+        &f.client,
+        "UPDATE notes SET body = 'local', updated_at = '2026-03-24T18:01:00Z' WHERE id = 'n1';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict_on(
+        "notes",
+        "n1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"n1","body":"server","updated_at":"2026-03-24T18:01:00.5Z"}"#),
+    ));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(one(&f, "SELECT body FROM notes").await, "server");
+}
