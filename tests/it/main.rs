@@ -1,4 +1,11 @@
 //! Cross-crate scenarios and repository-wide checks, in one test binary so that the 2-core CI
 //! machine links it once.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod http_adapter;
+mod support;
 mod tidy;
