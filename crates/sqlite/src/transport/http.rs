@@ -228,11 +228,13 @@ fn json_body<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, TransportError> 
     })
 }
 
-/// Percent-escapes one path segment (everything but RFC 3986 unreserved characters).
+/// Percent-escapes one path segment exactly as Go's `url.PathEscape` does (the reference
+/// client's escaping): RFC 3986 unreserved characters and `$&+:=@` stay, everything else
+/// (including `/`, `;`, `,`, `?`) becomes `%XX` with upper-case hex.
 pub(crate) fn escape_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || b"-._~$&+:=@".contains(&b) {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -328,11 +330,18 @@ impl Transport for HttpTransport {
         after_row_ordinal: Option<i64>,
         max_rows: i64,
     ) -> Result<CommittedBundleRowsResponse, TransportError> {
-        let mut path = format!("/sync/committed-bundles/{bundle_seq}/rows?");
+        // The reference always writes the `?`, then Go's sorted `url.Values` encoding.
+        let mut query = Vec::new();
         if let Some(after) = after_row_ordinal {
-            path.push_str(&format!("after_row_ordinal={after}&"));
+            query.push(format!("after_row_ordinal={after}"));
         }
-        path.push_str(&format!("max_rows={max_rows}"));
+        if max_rows > 0 {
+            query.push(format!("max_rows={max_rows}"));
+        }
+        let path = format!(
+            "/sync/committed-bundles/{bundle_seq}/rows?{}",
+            query.join("&")
+        );
         self.call("committed-bundle rows", Method::GET, &path, source_id, None)
             .await
     }
@@ -380,10 +389,13 @@ impl Transport for HttpTransport {
         after_row_ordinal: i64,
         max_rows: i64,
     ) -> Result<SnapshotChunkResponse, TransportError> {
-        let path = format!(
-            "/sync/snapshot-sessions/{}?after_row_ordinal={after_row_ordinal}&max_rows={max_rows}",
+        let mut path = format!(
+            "/sync/snapshot-sessions/{}?after_row_ordinal={after_row_ordinal}",
             escape_segment(snapshot_id)
         );
+        if max_rows > 0 {
+            path.push_str(&format!("&max_rows={max_rows}"));
+        }
         retry::run(&self.retry, "snapshot_chunk_fetch", || {
             self.call("snapshot chunk", Method::GET, &path, source_id, None)
         })
@@ -406,8 +418,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_segments_are_percent_escaped() {
+    fn path_segments_are_escaped_like_go_url_path_escape() {
         assert_eq!(escape_segment("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(escape_segment("a;b,c!é"), "a%3Bb%2Cc%21%C3%A9");
+        assert_eq!(escape_segment("$&+:=@"), "$&+:=@");
         assert_eq!(
             escape_segment("2f2d3f7a-cd1f-42b9-8d08-c4d2b45d9f88"),
             "2f2d3f7a-cd1f-42b9-8d08-c4d2b45d9f88"
