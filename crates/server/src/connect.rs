@@ -1,7 +1,8 @@
 //! Connect (§4.3): decides who is authoritative for a user's scope on first contact.
 //!
-//! Runs under the per-user advisory lock in one READ COMMITTED transaction. The resolution
-//! table is exactly §4.3; lease times are the database clock.
+//! Runs under the per-user advisory lock in one READ COMMITTED transaction, retried on
+//! 40001/40P01/55P03 like pushes (§13 item 13). The resolution table is exactly §4.3; lease
+//! times are the database clock.
 
 use oversync_protocol::wire::{ConnectRequest, ConnectResponse};
 
