@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use oversync_protocol::error::{ErrorBody, ErrorCode};
 use oversync_protocol::wire::{
-    ConnectRequest, ConnectResolution, PushSessionChunkRequest, PushSessionCommitResponse,
-    PushSessionCreateRequest, PushSessionStatus, SnapshotSession, SnapshotSessionCreateRequest,
-    SnapshotSourceReplacement, feature,
+    BundleLimits, ConnectRequest, ConnectResolution, PushSessionChunkRequest,
+    PushSessionCommitResponse, PushSessionCreateRequest, PushSessionStatus, SnapshotSession,
+    SnapshotSessionCreateRequest, SnapshotSourceReplacement, feature,
 };
 use rusqlite::Connection;
 use tokio::sync::MutexGuard;
@@ -39,8 +39,49 @@ use crate::types::*;
 /// `maxPushConflictAutoRetries`).
 const MAX_CONFLICT_RETRIES: u32 = 2;
 
+/// The request sizes in effect: the configured ones, clamped to the server's advertised
+/// `bundle_limits` once those are known (§12 C8; the pinned server rejects `max_bundles` and
+/// push chunks above its limits, and clamps the other two silently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    upload_rows: i64,
+    pull_bundles: i64,
+    committed_rows: i64,
+    snapshot_rows: i64,
+}
+
+impl Limits {
+    fn new(config: &Config, server: Option<&BundleLimits>) -> Limits {
+        let clamp = |configured: i64, advertised: Option<i64>| match advertised {
+            Some(max) if max > 0 => configured.min(max),
+            _ => configured,
+        };
+        Limits {
+            upload_rows: clamp(
+                config.upload_limit(),
+                server.map(|s| s.max_rows_per_push_chunk),
+            ),
+            pull_bundles: clamp(
+                config.download_limit(),
+                server.map(|s| s.max_bundles_per_pull),
+            ),
+            committed_rows: clamp(
+                config.download_limit(),
+                server.map(|s| s.max_rows_per_committed_bundle_chunk),
+            ),
+            snapshot_rows: clamp(
+                config.snapshot_chunk_rows(),
+                server.map(|s| s.max_rows_per_snapshot_chunk),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Session {
+    /// Effective request sizes; `None` until the server's capabilities were read in this
+    /// process (at a network attach, or lazily before the first transfer of a resumed one).
+    limits: Option<Limits>,
     opened: bool,
     source_id: String,
     user_id: String,
@@ -398,6 +439,7 @@ impl<T: Transport> Client<T> {
                 return Err(e.into());
             }
         };
+        session.limits = Some(Limits::new(&self.config, Some(&capabilities.bundle_limits)));
         if capabilities.features.get(feature::CONNECT_LIFECYCLE) != Some(&true) {
             return Err(AttachError::LifecycleUnsupported {
                 reason: "connect_lifecycle capability is absent".to_owned(),
@@ -477,6 +519,25 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// The effective request sizes, reading the server's capabilities first if this process
+    /// has not seen them (a resumed attach makes no request). If they cannot be read the
+    /// configured sizes are used, and not asked again until the next network attach.
+    async fn limits(&self, session: &mut Session) -> Limits {
+        if let Some(limits) = session.limits {
+            return limits;
+        }
+        let advertised = match self.transport.capabilities(&session.source_id).await {
+            Ok(c) => Some(c.bundle_limits),
+            Err(e) => {
+                tracing::debug!(error = %e, "capabilities unavailable; using configured limits");
+                None
+            }
+        };
+        let limits = Limits::new(&self.config, advertised.as_ref());
+        session.limits = Some(limits);
+        limits
+    }
+
     async fn connected_result(
         &self,
         outcome: AttachOutcome,
@@ -506,7 +567,8 @@ impl<T: Transport> Client<T> {
                 self.db(|conn, _| snapshot::record_staged_replace(conn, None))
                     .await??;
                 let source = session.source_id.clone();
-                self.download_snapshot(&source, None, true).await?
+                let rows = self.limits(session).await.snapshot_rows;
+                self.download_snapshot(&source, None, true, rows).await?
             }
         };
         let (source, target) = (session.source_id.clone(), user.to_owned());
@@ -544,6 +606,7 @@ impl<T: Transport> Client<T> {
         source: &str,
         request: Option<&SnapshotSessionCreateRequest>,
         record_replace: bool,
+        rows_per_chunk: i64,
     ) -> Result<SnapshotSession, SnapshotError> {
         let snap = match self
             .transport
@@ -565,7 +628,9 @@ impl<T: Transport> Client<T> {
             }
         };
         snapshot::validate_session(&snap)?;
-        let result = self.stage_snapshot(source, &snap, record_replace).await;
+        let result = self
+            .stage_snapshot(source, &snap, record_replace, rows_per_chunk)
+            .await;
         let _ = self
             .transport
             .delete_snapshot_session(source, &snap.snapshot_id)
@@ -578,6 +643,7 @@ impl<T: Transport> Client<T> {
         source: &str,
         snap: &SnapshotSession,
         record_replace: bool,
+        rows_per_chunk: i64,
     ) -> Result<(), SnapshotError> {
         if record_replace {
             let s = snap.clone();
@@ -588,12 +654,7 @@ impl<T: Transport> Client<T> {
         loop {
             let chunk = self
                 .transport
-                .snapshot_chunk(
-                    source,
-                    &snap.snapshot_id,
-                    after,
-                    self.config.snapshot_chunk_rows(),
-                )
+                .snapshot_chunk(source, &snap.snapshot_id, after, rows_per_chunk)
                 .await?;
             snapshot::validate_chunk(&chunk, snap, after)?;
             let has_more = chunk.has_more;
@@ -868,7 +929,13 @@ impl<T: Transport> Client<T> {
                     status: self.status_now().await?,
                 });
             }
-            return Err(PushError::RebuildRequired);
+            // §12 A1: the gate left by an interrupted keep-source rebuild does not block
+            // pushing. Local data is consistent (the final apply is atomic), and refusing
+            // would wedge the client as soon as the application writes: pull refuses on the
+            // gate and rebuild on the dirty rows. Push first, then `rebuild` clears the gate.
+            if operation.kind != OperationKind::None {
+                return Err(PushError::RebuildRequired);
+            }
         }
         if self.uploads_paused.load(Ordering::SeqCst) {
             return Ok(PushReport {
@@ -886,6 +953,7 @@ impl<T: Transport> Client<T> {
                 status: self.status_now().await?,
             });
         };
+        self.limits(session).await;
         self.db(|conn, _| push::clear_push_stage(conn)).await??;
         let policy = self.config.retry_policy.clone();
         let session_cell = tokio::sync::Mutex::new(&mut *session);
@@ -1024,7 +1092,7 @@ impl<T: Transport> Client<T> {
     ) -> Result<PushSessionCommitResponse, PushError> {
         let source = session.source_id.clone();
         let rows = push::push_rows(&self.catalog, outbox)?;
-        let limit = self.config.upload_limit() as usize;
+        let limit = self.limits(session).await.upload_rows as usize;
         let total = rows.len();
         let mut start = 0;
         while start < total {
@@ -1072,17 +1140,16 @@ impl<T: Transport> Client<T> {
         already: bool,
     ) -> Result<Attempt, PushError> {
         let source = session.source_id.clone();
+        let committed_rows = session
+            .limits
+            .unwrap_or_else(|| Limits::new(&self.config, None))
+            .committed_rows;
         self.db(|conn, _| push::clear_push_stage(conn)).await??;
         let mut after: Option<i64> = None;
         loop {
             let page = match self
                 .transport
-                .committed_bundle_rows(
-                    &source,
-                    committed.bundle_seq,
-                    after,
-                    self.config.download_limit(),
-                )
+                .committed_bundle_rows(&source, committed.bundle_seq, after, committed_rows)
                 .await
             {
                 Ok(p) => p,
@@ -1228,7 +1295,8 @@ impl<T: Transport> Client<T> {
             .await?
             .map_err(|e| step_to_snapshot(e, "rebuild"))?;
         let source = session.source_id.clone();
-        let snap = self.download_snapshot(&source, None, false).await?;
+        let rows = self.limits(session).await.snapshot_rows;
+        let snap = self.download_snapshot(&source, None, false, rows).await?;
         let options = snapshot::ApplyOptions {
             advance_floor: match kind {
                 RebuildKind::ReplayPruned { floor } => Some(floor),
@@ -1301,6 +1369,7 @@ impl<T: Transport> Client<T> {
         if self.downloads_paused.load(Ordering::SeqCst) {
             return self.remote_report(RemoteOutcome::SkippedPaused, None).await;
         }
+        let limits = self.limits(session).await;
         let source = session.source_id.clone();
         let mut after = attachment.last_bundle_seq_seen;
         let mut target = 0;
@@ -1308,7 +1377,7 @@ impl<T: Transport> Client<T> {
         loop {
             let resp = match self
                 .transport
-                .pull(&source, after, self.config.download_limit(), target)
+                .pull(&source, after, limits.pull_bundles, target)
                 .await
             {
                 Ok(r) => r,
@@ -1423,10 +1492,9 @@ impl<T: Transport> Client<T> {
         if operation.kind != OperationKind::SourceRecovery {
             return self.keep_source_rebuild(&mut session).await;
         }
-        let (dirty, _, _, _) = self.db(|conn, _| lifecycle::pending(conn)).await??;
-        if dirty > 0 {
-            return Err(PullError::DirtyStateRejected { count: dirty });
-        }
+        // §12 A4: dirty rows written between the freeze and the response that entered
+        // recovery are not refused (guards block every later write, so nothing else could
+        // ever clear them); the final apply re-applies and keeps them (`preserve_dirty`).
         if self.downloads_paused.load(Ordering::SeqCst) {
             return self.remote_report(RemoteOutcome::SkippedPaused, None).await;
         }
@@ -1447,11 +1515,13 @@ impl<T: Transport> Client<T> {
             }),
         };
         let source = session.source_id.clone();
+        let rows = self.limits(&mut session).await.snapshot_rows;
         let snap = self
-            .download_snapshot(&source, Some(&request), false)
+            .download_snapshot(&source, Some(&request), false, rows)
             .await?;
         let options = snapshot::ApplyOptions {
             preserve_outbox: true,
+            preserve_dirty: true,
             rotate_to: Some(replacement),
             clear_operation: true,
             ..snapshot::ApplyOptions::default()

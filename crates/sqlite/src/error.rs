@@ -385,7 +385,9 @@ pub enum PushError {
         /// The stored operation kind.
         kind: String,
     },
-    /// The rebuild gate is set; `rebuild` must run first.
+    /// The rebuild gate is set while a remote replace is pending; `attach` must finish it
+    /// first. (The gate left by an interrupted keep-source rebuild does not block pushing,
+    /// §12 A1.)
     #[error("rebuild required before push")]
     RebuildRequired,
     /// The seed lease expired or was taken over; the binding was dropped (the outbox is

@@ -367,25 +367,27 @@ async fn unstructured_push_conflict_is_a_transport_error_and_keeps_the_outbox() 
 #[tokio::test]
 async fn pull_applies_bundles_and_skips_rows_already_at_their_version() {
     let f = attached().await;
-    let bundle = |seq: i64, name: &str| Bundle {
-        bundle_seq: seq,
-        source_id: "other-device".to_owned(),
-        source_bundle_id: seq,
-        row_count: 1,
-        bundle_hash: "00".repeat(32),
-        rows: vec![BundleRow {
-            schema: "business".to_owned(),
-            table: "users".to_owned(),
-            key: BTreeMap::from([("id".to_owned(), "u9".to_owned())]),
-            op: Op::Insert,
-            row_version: seq,
-            payload: Some(
-                serde_json::value::RawValue::from_string(format!(
-                    r#"{{"id":"u9","name":"{name}"}}"#
-                ))
-                .unwrap(),
-            ),
-        }],
+    let bundle = |seq: i64, name: &str| {
+        sealed(Bundle {
+            bundle_seq: seq,
+            source_id: "other-device".to_owned(),
+            source_bundle_id: seq,
+            row_count: 1,
+            bundle_hash: "00".repeat(32),
+            rows: vec![BundleRow {
+                schema: "business".to_owned(),
+                table: "users".to_owned(),
+                key: BTreeMap::from([("id".to_owned(), "u9".to_owned())]),
+                op: Op::Insert,
+                row_version: seq,
+                payload: Some(
+                    serde_json::value::RawValue::from_string(format!(
+                        r#"{{"id":"u9","name":"{name}"}}"#
+                    ))
+                    .unwrap(),
+                ),
+            }],
+        })
     };
     f.transport.push(Reply::Pull(Ok(PullResponse {
         stable_bundle_seq: 2,

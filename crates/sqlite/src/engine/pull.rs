@@ -1,6 +1,7 @@
 //! Pull steps (client chapter §6): response validation and the one-transaction-per-bundle
 //! apply that advances the checkpoint only together with the bundle's rows.
 
+use oversync_protocol::hash::{self, HashRow};
 use oversync_protocol::wire::{Bundle, PullResponse};
 use rusqlite::Connection;
 
@@ -15,7 +16,8 @@ use crate::error::ProtocolViolation;
 const E: &str = "pull";
 
 /// §6.2 validation of one pull response for `after`, before anything is applied. Also rejects
-/// `has_more` with no bundles below the ceiling, which would loop forever (§12 C11).
+/// `has_more` with no bundles below the ceiling, which would loop forever, and bundles whose
+/// `row_count` or `bundle_hash` does not match their rows (§12 C11).
 pub(crate) fn validate(resp: &PullResponse, after: i64) -> Result<(), ProtocolViolation> {
     if resp.stable_bundle_seq < 0 || resp.stable_bundle_seq < after {
         return Err(ProtocolViolation::new(
@@ -49,7 +51,48 @@ pub(crate) fn validate(resp: &PullResponse, after: i64) -> Result<(), ProtocolVi
         for row in &bundle.rows {
             super::push::validate_row(E, row)?;
         }
+        verify_bundle(bundle)?;
         previous = bundle.bundle_seq;
+    }
+    Ok(())
+}
+
+/// §12 C11: a bundle's `row_count` and `bundle_hash`, when the server sent them (the
+/// reference server always does), must describe its rows. The hash is recomputed exactly as
+/// the server computed it at commit (encoding chapter §3.2), so a correct server always
+/// passes (§3.2.6: verification must not change behaviour against one).
+fn verify_bundle(bundle: &Bundle) -> Result<(), ProtocolViolation> {
+    if bundle.row_count != 0 && bundle.row_count != bundle.rows.len() as i64 {
+        return Err(ProtocolViolation::new(
+            E,
+            format!(
+                "bundle {} says row_count {} but carries {} rows",
+                bundle.bundle_seq,
+                bundle.row_count,
+                bundle.rows.len()
+            ),
+        ));
+    }
+    if bundle.bundle_hash.is_empty() {
+        return Ok(());
+    }
+    let digest = hash::bundle_digest(bundle.rows.iter().map(|r| HashRow {
+        schema: &r.schema,
+        table: &r.table,
+        key: &r.key,
+        op: r.op,
+        row_version: r.row_version,
+        payload: r.payload.as_ref().map(|p| p.get().as_bytes()),
+    }))
+    .map_err(|e| ProtocolViolation::new(E, format!("bundle {}: {e}", bundle.bundle_seq)))?;
+    if hash::BundleHash::from_hex(&bundle.bundle_hash) != Some(digest.hash) {
+        return Err(ProtocolViolation::new(
+            E,
+            format!(
+                "bundle {} hash mismatch: server {}, recomputed {}",
+                bundle.bundle_seq, bundle.bundle_hash, digest.hash
+            ),
+        ));
     }
     Ok(())
 }

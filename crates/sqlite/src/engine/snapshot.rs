@@ -194,8 +194,9 @@ pub(crate) struct ApplyOptions {
     pub(crate) advance_floor: Option<i64>,
     /// Clear a pending operation (source recovery, remote replace).
     pub(crate) clear_operation: bool,
-    /// Keep dirty rows: re-apply their local intent on top of the snapshot and keep them
-    /// queued, rebased on the snapshot's row versions (§12 A3, replay-pruned recovery).
+    /// Keep dirty rows: re-apply their local intent on top of the snapshot (and of a preserved
+    /// outbox, being newer) and keep them queued, rebased on the snapshot's row versions
+    /// (§12 A3 replay-pruned recovery, §12 A4 rotated rebuild).
     pub(crate) preserve_dirty: bool,
 }
 
@@ -274,27 +275,6 @@ pub(crate) fn apply(
         )?;
     }
 
-    for (table_name, kj, op, local) in &kept_dirty {
-        let Some(table) = catalog.table(table_name) else {
-            continue;
-        };
-        let key = payload::key_param(table, &payload::key_from_key_json(table, kj)?)?;
-        match local {
-            Some(local) => upsert_row(&tx, table, &payload::local_values(table, local)?)?,
-            None => delete_row(&tx, table, &key)?,
-        }
-        let base = super::row_state(&tx, &catalog.schema, table_name, kj)?.map_or(0, |(v, _)| v);
-        super::requeue_dirty(
-            &tx,
-            &catalog.schema,
-            table_name,
-            kj,
-            op,
-            base,
-            local.as_deref(),
-        )?;
-    }
-
     if options.preserve_outbox {
         let rows: Vec<(String, String, String, Option<String>)> = tx
             .prepare(
@@ -323,6 +303,28 @@ pub(crate) fn apply(
                 upsert_row(&tx, table, &payload::local_values(table, &local)?)?;
             }
         }
+    }
+
+    // Newer intent last: dirty rows were written after the outbox was frozen (§12 A4).
+    for (table_name, kj, op, local) in &kept_dirty {
+        let Some(table) = catalog.table(table_name) else {
+            continue;
+        };
+        let key = payload::key_param(table, &payload::key_from_key_json(table, kj)?)?;
+        match local {
+            Some(local) => upsert_row(&tx, table, &payload::local_values(table, local)?)?,
+            None => delete_row(&tx, table, &key)?,
+        }
+        let base = super::row_state(&tx, &catalog.schema, table_name, kj)?.map_or(0, |(v, _)| v);
+        super::requeue_dirty(
+            &tx,
+            &catalog.schema,
+            table_name,
+            kj,
+            op,
+            base,
+            local.as_deref(),
+        )?;
     }
 
     let target = match &options.rotate_to {

@@ -26,6 +26,8 @@ pub(crate) enum Reply {
     Commit(Result<PushSessionCommitResponse, TransportError>),
     Rows(Result<CommittedBundleRowsResponse, TransportError>),
     Pull(Result<PullResponse, TransportError>),
+    Snapshot(Result<SnapshotSession, TransportError>),
+    SnapshotChunk(Result<SnapshotChunkResponse, TransportError>),
     /// `staging` for whatever row count the create asked for.
     Staging,
     /// Acknowledges whatever chunk was uploaded.
@@ -44,6 +46,10 @@ pub(crate) struct Scripted {
     pub(crate) creates: Mutex<Vec<PushSessionCreateRequest>>,
     /// Rows uploaded since the last create.
     pub(crate) session_chunks: Mutex<Vec<PushRequestRow>>,
+    /// `(after_bundle_seq, max_bundles, target_bundle_seq)` of every pull.
+    pub(crate) pulls: Mutex<Vec<(i64, i64, i64)>>,
+    /// `max_rows` of every committed-bundle and snapshot-chunk request.
+    pub(crate) page_sizes: Mutex<Vec<i64>>,
 }
 
 impl Scripted {
@@ -201,11 +207,22 @@ impl Transport for Scripted {
         _: &str,
         _: i64,
         _: Option<i64>,
-        _: i64,
+        max_rows: i64,
     ) -> Result<CommittedBundleRowsResponse, TransportError> {
+        self.page_sizes.lock().unwrap().push(max_rows);
         expect!(self, Rows, "rows")
     }
-    async fn pull(&self, _: &str, _: i64, _: i64, _: i64) -> Result<PullResponse, TransportError> {
+    async fn pull(
+        &self,
+        _: &str,
+        after: i64,
+        max_bundles: i64,
+        target: i64,
+    ) -> Result<PullResponse, TransportError> {
+        self.pulls
+            .lock()
+            .unwrap()
+            .push((after, max_bundles, target));
         expect!(self, Pull, "pull")
     }
     async fn create_snapshot_session(
@@ -213,16 +230,17 @@ impl Transport for Scripted {
         _: &str,
         _: Option<&SnapshotSessionCreateRequest>,
     ) -> Result<SnapshotSession, TransportError> {
-        panic!("snapshot not scripted")
+        expect!(self, Snapshot, "snapshot")
     }
     async fn snapshot_chunk(
         &self,
         _: &str,
         _: &str,
         _: i64,
-        _: i64,
+        max_rows: i64,
     ) -> Result<SnapshotChunkResponse, TransportError> {
-        panic!("snapshot not scripted")
+        self.page_sizes.lock().unwrap().push(max_rows);
+        expect!(self, SnapshotChunk, "snapshot_chunk")
     }
     async fn delete_snapshot_session(&self, _: &str, _: &str) -> Result<(), TransportError> {
         Ok(())
@@ -382,4 +400,40 @@ pub(crate) fn committed_for(
         rows: bundle_rows,
     };
     (commit, page)
+}
+
+/// `bundle` with the `row_count` and `bundle_hash` a correct server sends for its rows.
+pub(crate) fn sealed(mut bundle: Bundle) -> Bundle {
+    let digest = hash::bundle_digest(bundle.rows.iter().map(|r| HashRow {
+        schema: &r.schema,
+        table: &r.table,
+        key: &r.key,
+        op: r.op,
+        row_version: r.row_version,
+        payload: r.payload.as_ref().map(|p| p.get().as_bytes()),
+    }))
+    .unwrap();
+    bundle.row_count = bundle.rows.len() as i64;
+    bundle.bundle_hash = digest.hash.to_hex();
+    bundle
+}
+
+/// An empty snapshot at `bundle_seq`, as session and its only chunk.
+pub(crate) fn empty_snapshot(bundle_seq: i64) -> (SnapshotSession, SnapshotChunkResponse) {
+    (
+        SnapshotSession {
+            snapshot_id: "snap-1".to_owned(),
+            snapshot_bundle_seq: bundle_seq,
+            row_count: 0,
+            byte_count: 0,
+            expires_at: "2026-03-24T18:00:00Z".to_owned(),
+        },
+        SnapshotChunkResponse {
+            snapshot_id: "snap-1".to_owned(),
+            snapshot_bundle_seq: bundle_seq,
+            rows: Vec::new(),
+            next_row_ordinal: 0,
+            has_more: false,
+        },
+    )
 }
