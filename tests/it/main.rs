@@ -7,5 +7,6 @@
 )]
 
 mod http_adapter;
+mod openapi;
 mod support;
 mod tidy;

@@ -21,6 +21,7 @@
 
 mod actor;
 mod handlers;
+mod openapi;
 mod respond;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use axum::routing::{delete, get, post};
 use oversync_server::SyncService;
 
 pub use actor::AuthenticatedUser;
+pub use openapi::openapi;
 
 /// Adapter settings a host may change. The defaults are the reference's behaviour.
 #[derive(Debug, Clone, Copy, Default)]

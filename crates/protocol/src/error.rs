@@ -156,6 +156,7 @@ impl fmt::Display for ErrorCode {
 
 /// The plain error envelope: `{"error":"<code>","message":"<text>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     /// The snake_case error code (see [`ErrorCode`]; clients must tolerate unknown codes).
     pub error: String,
@@ -182,6 +183,7 @@ impl ErrorResponse {
 /// The `source_retired` envelope: the plain fields plus the retired source and its
 /// replacement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceRetiredResponse {
     /// Always `source_retired`.
     pub error: String,
@@ -213,6 +215,7 @@ impl SourceRetiredResponse {
 
 /// The `push_conflict` envelope: the plain fields plus the first conflicting row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushConflictResponse {
     /// Always `push_conflict`.
     pub error: String,

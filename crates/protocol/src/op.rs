@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A row operation inside a push or a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Op {
     /// `INSERT`, code 1.
     #[serde(rename = "INSERT")]

@@ -93,6 +93,13 @@ pub async fn build(
         .route("/test/reset", post(routes::test_reset))
         .route("/test/retention-floor", post(routes::test_retention_floor))
         .with_state(state);
+    let openapi = oversync_axum::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!(r#"{{"error":"openapi_failed","message":"{e}"}}"#));
+    example_routes = example_routes.route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi) }),
+    );
     if let Some(render) = metrics {
         example_routes = example_routes.route("/metrics", get(move || async move { render() }));
     }

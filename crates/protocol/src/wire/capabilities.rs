@@ -89,6 +89,7 @@ pub fn reference_features(watch_enabled: bool) -> Features {
 
 /// The capabilities response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CapabilitiesResponse {
     /// Always [`PROTOCOL_VERSION`].
     pub protocol_version: String,
@@ -113,6 +114,7 @@ pub struct CapabilitiesResponse {
 
 /// One registered table in capabilities.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisteredTableSpec {
     /// Lower-case schema.
     pub schema: String,
@@ -125,6 +127,7 @@ pub struct RegisteredTableSpec {
 
 /// The advertised limits, in the reference's field order; every field is *omit-if-zero*.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BundleLimits {
     /// Advertised only (0 → omitted).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -6,6 +6,7 @@ use super::common::BundleRow;
 
 /// One page of a committed bundle's rows; all fields always present.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommittedBundleRowsResponse {
     /// The bundle.
     pub bundle_seq: i64,

@@ -25,6 +25,7 @@ pub type PushRowKey = BTreeMap<String, serde_json::Value>;
 /// One row effect of a committed bundle (01-wire.md §3.3), as pull and committed-bundle rows
 /// return it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BundleRow {
     /// Lower-case schema name.
     pub schema: String,
@@ -39,6 +40,7 @@ pub struct BundleRow {
     /// The canonical after-image; present for INSERT/UPDATE, **omitted** (never `null`) for
     /// DELETE. Re-emitted compacted and HTML-escaped, otherwise byte for byte.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub payload: Option<Box<RawValue>>,
 }
 

@@ -7,6 +7,7 @@ use crate::json::de;
 
 /// The connect request body (lenient; `{"has_local_pending_rows":true}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectRequest {
     /// Whether this source holds local rows that could seed an uninitialized scope. Absent or
     /// `null` → `false`.
@@ -17,6 +18,7 @@ pub struct ConnectRequest {
 /// Who is authoritative for the scope, as connect answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConnectResolution {
     /// The scope is initialized; the client pulls/rebuilds from the server.
     RemoteAuthoritative,
@@ -42,6 +44,7 @@ impl ConnectResolution {
 
 /// The connect response body. Fields after `resolution` are omitted when empty/zero.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectResponse {
     /// The outcome.
     pub resolution: ConnectResolution,

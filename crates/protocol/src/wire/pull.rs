@@ -6,6 +6,7 @@ use super::common::{BundleRow, is_zero};
 
 /// One complete committed bundle in a pull response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bundle {
     /// Per-user sequence number, ≥ 1.
     pub bundle_seq: i64,
@@ -25,6 +26,7 @@ pub struct Bundle {
 
 /// The pull response; all fields always present.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullResponse {
     /// The frozen ceiling of this pull session.
     pub stable_bundle_seq: i64,

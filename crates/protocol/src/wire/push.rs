@@ -11,6 +11,7 @@ use crate::op::Op;
 /// `POST /sync/push-sessions` request body (lenient). Any other member (e.g. a `source_id`)
 /// is ignored: the source is always the header's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSessionCreateRequest {
     /// The client's bundle number for this source; the server requires > 0.
     #[serde(default, deserialize_with = "de::int64")]
@@ -31,6 +32,7 @@ pub struct PushSessionCreateRequest {
 /// Which of the two shapes a push-session create response has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PushSessionStatus {
     /// A new session is open: `push_id` and `planned_row_count` are set.
     Staging,
@@ -53,6 +55,7 @@ impl PushSessionStatus {
 /// therefore never on the wire for a new session (absent means 0). Build it with
 /// [`PushSessionCreateResponse::staging`] or [`PushSessionCreateResponse::already_committed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSessionCreateResponse {
     /// The new session's lower-case UUID (`staging` only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -121,6 +124,7 @@ impl PushSessionCreateResponse {
 /// Encoded (by a client) in the order `schema, table, key, op, base_row_version, payload`
 /// with `payload` omitted when `None`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushRequestRow {
     /// Schema as sent; empty means `public`.
     #[serde(default, deserialize_with = "de::null_as_default")]
@@ -130,6 +134,7 @@ pub struct PushRequestRow {
     pub table: String,
     /// Key as sent (any JSON values; must be an object or `null`).
     #[serde(default, deserialize_with = "de::null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub key: PushRowKey,
     /// Op as sent (`INSERT`, `UPDATE`, `DELETE` after trim/upper-case).
     #[serde(default, deserialize_with = "de::null_as_default")]
@@ -144,11 +149,13 @@ pub struct PushRequestRow {
         deserialize_with = "de::raw_keep_null",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub payload: Option<Box<RawValue>>,
 }
 
 /// `POST /sync/push-sessions/{push_id}/chunks` request body (lenient).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSessionChunkRequest {
     /// 0-based ordinal of the first row; must equal the session's next expected ordinal.
     #[serde(default, deserialize_with = "de::int64")]
@@ -161,6 +168,7 @@ pub struct PushSessionChunkRequest {
 
 /// Chunk upload response: both fields always present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSessionChunkResponse {
     /// The path value, echoed as received (untrimmed).
     pub push_id: String,
@@ -171,6 +179,7 @@ pub struct PushSessionChunkResponse {
 /// Commit response (also the metadata of an `already_committed` create): all fields always
 /// present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSessionCommitResponse {
     /// The new bundle's per-user sequence number.
     pub bundle_seq: i64,
@@ -187,6 +196,7 @@ pub struct PushSessionCommitResponse {
 /// The `conflict` member of a `409 push_conflict` (01-wire.md §3.6): every field always
 /// present; `server_row` is `null` when there is no live server row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushConflictDetails {
     /// Normalized lower-case schema.
     pub schema: String,
@@ -203,5 +213,6 @@ pub struct PushConflictDetails {
     /// Whether the server state is a tombstone.
     pub server_row_deleted: bool,
     /// The live server row (PostgreSQL jsonb member order), or `None`, written as `null`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub server_row: Option<Box<RawValue>>,
 }

@@ -11,6 +11,7 @@ use crate::json::de;
 /// `source_replacement`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotSessionCreateRequest {
     /// Present for a rotated rebuild; absent or `null` for a keep-source rebuild. Omitted
     /// when `None`.
@@ -27,6 +28,7 @@ pub struct SnapshotSessionCreateRequest {
 /// `snapshot_session_invalid` itself, e.g. `source replacement reason is unsupported`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotSourceReplacement {
     /// Must equal the header source after trimming.
     #[serde(default, deserialize_with = "de::null_as_default")]
@@ -42,6 +44,7 @@ pub struct SnapshotSourceReplacement {
 /// The reasons a client may give for a rotated rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SourceReplacementReason {
     /// `history_pruned`.
     HistoryPruned,
@@ -80,6 +83,7 @@ impl SourceReplacementReason {
 
 /// `POST /sync/snapshot-sessions` response body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotSession {
     /// Lower-case UUID.
     pub snapshot_id: String,
@@ -96,6 +100,7 @@ pub struct SnapshotSession {
 
 /// One live row of a snapshot (no `op`); all fields always present.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotRow {
     /// Lower-case schema.
     pub schema: String,
@@ -107,11 +112,13 @@ pub struct SnapshotRow {
     pub row_version: i64,
     /// PostgreSQL's after-image (jsonb member order unless re-encoded); re-emitted compacted
     /// and HTML-escaped, otherwise byte for byte.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: Box<RawValue>,
 }
 
 /// `GET /sync/snapshot-sessions/{snapshot_id}` response body; all fields always present.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotChunkResponse {
     /// The path value echoed as received.
     pub snapshot_id: String,

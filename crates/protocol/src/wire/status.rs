@@ -8,6 +8,7 @@ use super::capabilities::Features;
 /// non-zero. Health answers 503 for `unhealthy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HealthStatus {
     /// `healthy`.
     Healthy,
@@ -18,6 +19,7 @@ pub enum HealthStatus {
 /// The service lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Lifecycle {
     /// Admitting operations.
     Running,
@@ -29,6 +31,7 @@ pub enum Lifecycle {
 
 /// The body of both status and health; every field always present, in this order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     /// Overall health.
     pub status: HealthStatus,

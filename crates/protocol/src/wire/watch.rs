@@ -22,6 +22,7 @@ pub const DEFAULT_NOTIFY_CHANNEL: &str = "oversync_bundle_change_v1";
 /// `bundle_seq` that may be new". Live events carry all three fields; catch-up events only
 /// `bundle_seq` (the others are omitted when empty/zero).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BundleChangeEvent {
     /// The newest committed bundle, ≥ 1.
     pub bundle_seq: i64,
