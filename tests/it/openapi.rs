@@ -13,9 +13,14 @@ use crate::support::{TestServer, user_insert};
 
 const USER_A: &str = "550e8400-e29b-41d4-a716-446655440000";
 
+/// `$OVERSYNC_SHARED_DIR/reference/…`, by default the `shared/` folder beside the checkout
+/// (where developers and CI have it).
 fn reference_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/two_way_sync.openapi.yaml")
+    let shared = std::env::var_os("OVERSYNC_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
+    shared.join("reference/two_way_sync.openapi.yaml")
 }
 
 /// OpenAPI 3.0 `nullable: true` becomes a JSON Schema type union, recursively.
@@ -41,7 +46,13 @@ fn to_json_schema(value: &mut Value) {
 
 /// Reference component schemas with the documented Go-code exceptions applied.
 fn reference_components() -> Value {
-    let text = std::fs::read_to_string(reference_path()).expect("../shared/reference is present");
+    let path = reference_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the reference OpenAPI file {} ({e}); put shared/ beside the checkout or set OVERSYNC_SHARED_DIR",
+            path.display()
+        )
+    });
     let mut doc: Value = serde_norway::from_str(&text).expect("reference OpenAPI is YAML");
     let schemas = &mut doc["components"]["schemas"];
     to_json_schema(schemas);
