@@ -165,6 +165,12 @@ pub(crate) enum Failure {
     },
     Conflict(Box<Conflict>),
     BundleNotFound(i64),
+    ReplacementInvalid(String),
+    SnapshotLimit {
+        dimension: &'static str,
+        actual: i64,
+        limit: i64,
+    },
     Internal(InternalError),
 }
 
@@ -849,6 +855,275 @@ impl From<Failure> for PullError {
             Failure::HistoryPruned(m) => PullError::HistoryPruned(m),
             Failure::Internal(e) => PullError::Internal(e),
             other => PullError::Internal(other.unexpected("pull")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Failure of [`crate::SyncService::create_snapshot_session`].
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotCreateError {
+    /// Server state: shutting down or closed (`service_unavailable`).
+    #[error("{}", .0.message())]
+    Unavailable(Refusal),
+    /// Caller fault: the `source_replacement` does not validate (`snapshot_session_invalid`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Caller state: the scope was never initialized (`scope_uninitialized`).
+    #[error("{}", scope_uninitialized_message(.user_id))]
+    ScopeUninitialized {
+        /// The actor's user.
+        user_id: String,
+    },
+    /// Caller state: another source holds a live initialization lease (`scope_initializing`).
+    #[error("{}", scope_initializing_message(.user_id, .lease_expires_at))]
+    ScopeInitializing {
+        /// The actor's user.
+        user_id: String,
+        /// RFC 3339 lease expiry.
+        lease_expires_at: String,
+    },
+    /// Caller state: the previous source was already retired in favour of another replacement
+    /// (`source_retired`, structured envelope).
+    #[error("{}", retired_message(.user_id, .source_id, .replaced_by))]
+    SourceRetired {
+        /// The actor's user.
+        user_id: String,
+        /// The retired (previous) source.
+        source_id: String,
+        /// The replacement recorded for it.
+        replaced_by: String,
+    },
+    /// Caller fault: the replacement source is already known or retired
+    /// (`source_replacement_invalid`).
+    #[error("{0}")]
+    ReplacementInvalid(String),
+    /// Caller state: the snapshot exceeds `max_rows_per_snapshot_session` or
+    /// `max_bytes_per_snapshot_session` (`snapshot_session_limit_exceeded`; the reference
+    /// answers 500). Nothing was stored and a requested rotation was rolled back.
+    #[error("snapshot session {dimension} {actual} exceeds limit {limit}")]
+    LimitExceeded {
+        /// `row_count` or `byte_count`.
+        dimension: &'static str,
+        /// The snapshot's value.
+        actual: i64,
+        /// The configured cap.
+        limit: i64,
+    },
+    /// Server fault, including business rows that disagree with `sync.row_state`
+    /// (`snapshot_session_create_failed`).
+    #[error("snapshot session create failed: {0}")]
+    Internal(#[from] InternalError),
+}
+
+impl SnapshotCreateError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SnapshotCreateError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            SnapshotCreateError::Invalid(_) => ErrorCode::SnapshotSessionInvalid,
+            SnapshotCreateError::ScopeUninitialized { .. } => ErrorCode::ScopeUninitialized,
+            SnapshotCreateError::ScopeInitializing { .. } => ErrorCode::ScopeInitializing,
+            SnapshotCreateError::SourceRetired { .. } => ErrorCode::SourceRetired,
+            SnapshotCreateError::ReplacementInvalid(_) => ErrorCode::SourceReplacementInvalid,
+            SnapshotCreateError::LimitExceeded { .. } => ErrorCode::SnapshotSessionLimitExceeded,
+            SnapshotCreateError::Internal(_) => ErrorCode::SnapshotSessionCreateFailed,
+        }
+    }
+
+    /// The wire envelope.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            SnapshotCreateError::SourceRetired {
+                user_id,
+                source_id,
+                replaced_by,
+            } => ErrorBody::SourceRetired(SourceRetiredResponse::new(
+                user_id,
+                source_id,
+                replaced_by,
+            )),
+            SnapshotCreateError::Internal(_) => {
+                plain(self.code(), "Failed to create snapshot session")
+            }
+            _ => plain(self.code(), self.to_string()),
+        }
+    }
+
+    /// Whether the same request may succeed when retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SnapshotCreateError::Internal(e) if e.is_retryable())
+    }
+}
+
+impl From<Failure> for SnapshotCreateError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(r) => SnapshotCreateError::Unavailable(r),
+            Failure::Invalid(m) => SnapshotCreateError::Invalid(m),
+            Failure::ScopeUninitialized { user_id } => {
+                SnapshotCreateError::ScopeUninitialized { user_id }
+            }
+            Failure::ScopeInitializing {
+                user_id,
+                lease_expires_at,
+            } => SnapshotCreateError::ScopeInitializing {
+                user_id,
+                lease_expires_at,
+            },
+            Failure::SourceRetired {
+                user_id,
+                source_id,
+                replaced_by,
+            } => SnapshotCreateError::SourceRetired {
+                user_id,
+                source_id,
+                replaced_by,
+            },
+            Failure::ReplacementInvalid(m) => SnapshotCreateError::ReplacementInvalid(m),
+            Failure::SnapshotLimit {
+                dimension,
+                actual,
+                limit,
+            } => SnapshotCreateError::LimitExceeded {
+                dimension,
+                actual,
+                limit,
+            },
+            Failure::Internal(e) => SnapshotCreateError::Internal(e),
+            other => SnapshotCreateError::Internal(other.unexpected("snapshot session create")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Failure of [`crate::SyncService::snapshot_chunk`].
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotChunkError {
+    /// Server state: shutting down or closed (`service_unavailable`).
+    #[error("{}", .0.message())]
+    Unavailable(Refusal),
+    /// Caller fault: empty id, negative `after_row_ordinal` or `max_rows <= 0`
+    /// (`snapshot_chunk_invalid`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Caller fault: unknown, already deleted or collected, or malformed snapshot id
+    /// (`snapshot_session_not_found`).
+    #[error("snapshot session {0} was not found")]
+    NotFound(String),
+    /// Caller fault: the session belongs to another user (`snapshot_session_forbidden`).
+    #[error("snapshot session {0} does not belong to the authenticated user")]
+    Forbidden(String),
+    /// Caller state: the session's TTL elapsed (`snapshot_session_expired`).
+    #[error("snapshot session {0} has expired; start a new snapshot session")]
+    Expired(String),
+    /// Server fault (`snapshot_chunk_failed`).
+    #[error("snapshot chunk failed: {0}")]
+    Internal(#[from] InternalError),
+}
+
+impl SnapshotChunkError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SnapshotChunkError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            SnapshotChunkError::Invalid(_) => ErrorCode::SnapshotChunkInvalid,
+            SnapshotChunkError::NotFound(_) => ErrorCode::SnapshotSessionNotFound,
+            SnapshotChunkError::Forbidden(_) => ErrorCode::SnapshotSessionForbidden,
+            SnapshotChunkError::Expired(_) => ErrorCode::SnapshotSessionExpired,
+            SnapshotChunkError::Internal(_) => ErrorCode::SnapshotChunkFailed,
+        }
+    }
+
+    /// The wire envelope.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            SnapshotChunkError::Internal(_) => plain(self.code(), "Failed to get snapshot chunk"),
+            _ => plain(self.code(), self.to_string()),
+        }
+    }
+
+    /// Whether the same request may succeed when retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SnapshotChunkError::Internal(e) if e.is_retryable())
+    }
+}
+
+impl From<Failure> for SnapshotChunkError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(r) => SnapshotChunkError::Unavailable(r),
+            Failure::Invalid(m) => SnapshotChunkError::Invalid(m),
+            Failure::SessionNotFound(id) => SnapshotChunkError::NotFound(id),
+            Failure::SessionForbidden(id) => SnapshotChunkError::Forbidden(id),
+            Failure::SessionExpired(id) => SnapshotChunkError::Expired(id),
+            Failure::Internal(e) => SnapshotChunkError::Internal(e),
+            other => SnapshotChunkError::Internal(other.unexpected("snapshot chunk")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Failure of [`crate::SyncService::delete_snapshot_session`].
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotDeleteError {
+    /// Server state: shutting down or closed (`service_unavailable`).
+    #[error("{}", .0.message())]
+    Unavailable(Refusal),
+    /// Caller fault: empty id (`snapshot_chunk_invalid`, as in the reference).
+    #[error("{0}")]
+    Invalid(String),
+    /// Caller fault: unknown or malformed snapshot id (`snapshot_session_not_found`).
+    #[error("snapshot session {0} was not found")]
+    NotFound(String),
+    /// Caller fault: the session belongs to another user (`snapshot_session_forbidden`).
+    #[error("snapshot session {0} does not belong to the authenticated user")]
+    Forbidden(String),
+    /// Server fault (`snapshot_session_delete_failed`).
+    #[error("snapshot session delete failed: {0}")]
+    Internal(#[from] InternalError),
+}
+
+impl SnapshotDeleteError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SnapshotDeleteError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            SnapshotDeleteError::Invalid(_) => ErrorCode::SnapshotChunkInvalid,
+            SnapshotDeleteError::NotFound(_) => ErrorCode::SnapshotSessionNotFound,
+            SnapshotDeleteError::Forbidden(_) => ErrorCode::SnapshotSessionForbidden,
+            SnapshotDeleteError::Internal(_) => ErrorCode::SnapshotSessionDeleteFailed,
+        }
+    }
+
+    /// The wire envelope.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            SnapshotDeleteError::Internal(_) => {
+                plain(self.code(), "Failed to delete snapshot session")
+            }
+            _ => plain(self.code(), self.to_string()),
+        }
+    }
+
+    /// Whether the same request may succeed when retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SnapshotDeleteError::Internal(e) if e.is_retryable())
+    }
+}
+
+impl From<Failure> for SnapshotDeleteError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(r) => SnapshotDeleteError::Unavailable(r),
+            Failure::Invalid(m) => SnapshotDeleteError::Invalid(m),
+            Failure::SessionNotFound(id) => SnapshotDeleteError::NotFound(id),
+            Failure::SessionForbidden(id) => SnapshotDeleteError::Forbidden(id),
+            Failure::Internal(e) => SnapshotDeleteError::Internal(e),
+            other => SnapshotDeleteError::Internal(other.unexpected("snapshot session delete")),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Modules follow the protocol chapters: [`config`] (§1.2), [`catalog`] and [`bootstrap`]
 //! (§1.3–§1.5, §2), [`capture`] (§3, §8.2), `connect` (§4), `push` (§5), `committed` and
-//! `pull` (§6.1, §6.2), `status` (§10), `lifecycle` (§1.6), [`db`] (locking, retries, §11).
+//! `pull` (§6.1, §6.2), `snapshot` (§6.3, §7.3), `status` (§10), `lifecycle` (§1.6), [`db`]
+//! (locking, retries, §11).
 //!
 //! **Architecture Invariant:** this crate imports no HTTP framework; SQL identifiers come only
 //! from the [`catalog::ValidatedCatalog`] and every value is a bind parameter.
@@ -32,6 +33,7 @@ mod lifecycle;
 mod pull;
 mod push;
 mod scope;
+mod snapshot;
 mod status;
 
 pub use bootstrap::BootstrapError;
@@ -42,7 +44,8 @@ pub use config::{
 };
 pub use error::{
     CommittedRowsError, Conflict, ConnectError, InternalError, PullError, PushChunkError,
-    PushCommitError, PushCreateError, PushDeleteError, Refusal, StatusError, WithinBundleError,
+    PushCommitError, PushCreateError, PushDeleteError, Refusal, SnapshotChunkError,
+    SnapshotCreateError, SnapshotDeleteError, StatusError, WithinBundleError,
 };
 pub use lifecycle::CloseTimeout;
 pub use pull::PullRequest;

@@ -64,15 +64,20 @@ pub(crate) async fn ensure_rows(tx: &Transaction<'_>, user_id: &str) -> Result<(
     Ok(())
 }
 
-/// Locks the scope row (and, as in the reference, the joined `user_state` row) and resets an
-/// elapsed lease to UNINITIALIZED ("expire if needed").
+/// Locks the scope row and resets an elapsed lease to UNINITIALIZED ("expire if needed").
+///
+/// Only `scope_state` is locked (`FOR UPDATE OF ss`, which §11.2 allows): the reference also
+/// locks the joined `user_state` row, which would make every writer of the user wait for a
+/// snapshot create holding that row's `FOR KEY SHARE` (its foreign-key check) during the whole
+/// materialization. Writers of one user are serialized by the advisory lock and by the
+/// `next_bundle_seq` update either way.
 pub(crate) async fn lock_scope(tx: &Transaction<'_>, user_id: &str) -> Result<ScopeRow, Failure> {
     let sql = format!(
         "SELECT us.user_pk, ss.state_code, ss.initializer_source_id, ss.initialization_id,
                 {}, ss.lease_expires_at <= now()
          FROM sync.scope_state ss JOIN sync.user_state us ON us.user_pk = ss.user_pk
          WHERE us.user_id = $1
-         FOR UPDATE",
+         FOR UPDATE OF ss",
         epoch_micros_sql("ss.lease_expires_at")
     );
     let statement = tx.prepare_cached(&sql).await.ctx("prepare scope lock")?;
