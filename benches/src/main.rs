@@ -85,6 +85,7 @@ async fn push_through_service(
             },
         )
         .await?;
+    let created_at = started.elapsed();
     let mut start = 0;
     let mut rows = rows;
     while !rows.is_empty() {
@@ -103,8 +104,16 @@ async fn push_through_service(
             .await?;
         start += len;
     }
+    let uploaded_at = started.elapsed();
     service.commit_push_session(actor, &created.push_id).await?;
-    Ok(started.elapsed())
+    let total = started.elapsed();
+    eprintln!(
+        "  phases: create {:.1} ms, chunks {:.1} ms, commit {:.1} ms",
+        created_at.as_secs_f64() * 1e3,
+        (uploaded_at - created_at).as_secs_f64() * 1e3,
+        (total - uploaded_at).as_secs_f64() * 1e3
+    );
+    Ok(total)
 }
 
 async fn raw_insert(pool: &Pool, owner: &str, items: &[Item]) -> Result<Duration, BoxError> {
