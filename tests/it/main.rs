@@ -7,6 +7,7 @@
 )]
 
 mod http_adapter;
+mod http_snapshot;
 mod openapi;
 mod support;
 mod tidy;

@@ -28,7 +28,7 @@ use crate::respond::{self, failure, no_content, ok, plain};
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    service: Arc<SyncService>,
+    pub(crate) service: Arc<SyncService>,
     max_body_bytes: usize,
 }
 
@@ -42,7 +42,7 @@ impl AppState {
 }
 
 /// Splits a request into its parts and its actor, or the error response for a missing actor.
-fn start(request: Request) -> Result<(Parts, Body, Actor), Response> {
+pub(crate) fn start(request: Request) -> Result<(Parts, Body, Actor), Response> {
     let (parts, body) = request.into_parts();
     match actor(&parts) {
         Ok(actor) => Ok((parts, body, actor)),
@@ -52,7 +52,7 @@ fn start(request: Request) -> Result<(Parts, Body, Actor), Response> {
 
 /// Reads the whole body, answering `413 request_body_too_large` past the host's limit and the
 /// endpoint's parse error when the body cannot be read at all.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     body: Body,
     parse_error: (ErrorCode, &'static str),
@@ -77,14 +77,14 @@ async fn read_body(
 }
 
 /// The percent-decoded single path parameter, or `None` when it is not valid UTF-8.
-async fn path_param(parts: &mut Parts) -> Option<String> {
+pub(crate) async fn path_param(parts: &mut Parts) -> Option<String> {
     Path::<String>::from_request_parts(parts, &())
         .await
         .ok()
         .map(|Path(value)| value)
 }
 
-fn query(parts: &Parts) -> QueryParams {
+pub(crate) fn query(parts: &Parts) -> QueryParams {
     parse_query(parts.uri.query().unwrap_or(""))
 }
 
@@ -143,7 +143,7 @@ fn push_session_not_found(raw_path: &str) -> Response {
 
 /// The raw (still percent-encoded) path segment at `index`, for messages about ids that could
 /// not be decoded.
-fn raw_segment(parts: &Parts, index: usize) -> String {
+pub(crate) fn raw_segment(parts: &Parts, index: usize) -> String {
     parts
         .uri
         .path()

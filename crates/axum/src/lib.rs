@@ -23,6 +23,7 @@ mod actor;
 mod handlers;
 mod openapi;
 mod respond;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -73,6 +74,11 @@ pub fn router_with(service: Arc<SyncService>, options: Options) -> Router {
             get(handlers::committed_bundle_rows),
         )
         .route("/sync/pull", get(handlers::pull))
+        .route("/sync/snapshot-sessions", post(snapshot::create))
+        .route(
+            "/sync/snapshot-sessions/{snapshot_id}",
+            get(snapshot::chunk).delete(snapshot::delete),
+        )
         .route("/sync/capabilities", get(handlers::capabilities))
         .route("/syncx/health", get(handlers::health))
         .route("/syncx/status", get(handlers::status))
