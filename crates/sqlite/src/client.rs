@@ -948,6 +948,9 @@ impl<T: Transport> Client<T> {
             .db(move |conn, catalog| push::prepare_outbox(conn, catalog, &source, &lease))
             .await??;
         let Some(outbox) = outbox else {
+            if !session.lease.is_empty() {
+                self.release_unused_lease(session).await?;
+            }
             return Ok(PushReport {
                 outcome: PushOutcome::NoChange,
                 status: self.status_now().await?,
@@ -977,6 +980,49 @@ impl<T: Transport> Client<T> {
             outcome: PushOutcome::Committed,
             status: self.status_now().await?,
         })
+    }
+
+    /// §12 A7: a seed lease is held but there is nothing to push (the rows that earned it
+    /// were deleted again, or were no-ops from the start). Without a seed push the lease is
+    /// never cleared, the scope stays `initializing` (pulls fail with `scope_initializing`)
+    /// and `detach` stays blocked. Reconnect without pending rows: the server answers
+    /// `initialize_empty` to the lease holder and initialises the scope, and the lease is
+    /// dropped. Any other answer (the lease lapsed and the scope went elsewhere) takes the
+    /// §3.9 lease-failure path: binding dropped, the caller attaches again.
+    async fn release_unused_lease(&self, session: &mut Session) -> Result<(), PushError> {
+        let source = session.source_id.clone();
+        let response = self
+            .transport
+            .connect(
+                &source,
+                &ConnectRequest {
+                    has_local_pending_rows: false,
+                },
+            )
+            .await?;
+        if response.resolution != ConnectResolution::InitializeEmpty {
+            return Err(self
+                .lease_failure(
+                    session,
+                    "initialization_stale",
+                    format!(
+                        "unused seed lease; reconnect answered {:?}",
+                        response.resolution
+                    ),
+                )
+                .await);
+        }
+        let (user, source_owned) = (session.user_id.clone(), source);
+        let persisted = self
+            .db(move |conn, catalog| {
+                lifecycle::persist_connected(conn, catalog, &source_owned, &user, "")
+            })
+            .await??;
+        if let Err(conflict) = persisted {
+            return Err(PushError::Store(StoreError::Inconsistent(conflict.0)));
+        }
+        session.lease.clear();
+        Ok(())
     }
 
     /// One attempt of §4.3 + §4.4.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use oversync_protocol::hash::{self, RequestHashRow};
 use oversync_protocol::op::Op;
 use oversync_protocol::wire::*;
-use oversync_sqlite::{PushError, PushOutcome};
+use oversync_sqlite::{Authority, PushError, PushOutcome};
 use support::*;
 
 async fn source(f: &Fixture) -> String {
@@ -422,4 +422,41 @@ async fn malformed_pull_response_applies_nothing() {
         "{err:?}"
     );
     assert_eq!(f.client.last_bundle_seq_seen().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn unused_seed_lease_is_released_by_reconnecting_when_there_is_nothing_to_push() {
+    // §12 A7: a row inserted and deleted before attach earns an `initialize_local` lease that
+    // no push ever uses; the scope then stayed `initializing` and detach stayed blocked.
+    let f = fixture().await;
+    f.client.open().await.unwrap();
+    exec(
+        &f.client,
+        "INSERT INTO users VALUES ('u1', 'Ada'); DELETE FROM users WHERE id = 'u1';",
+    )
+    .await;
+    f.transport.push(Reply::Capabilities(Ok(capabilities())));
+    f.transport
+        .push(Reply::Connect(Ok(ConnectResponse::initialize_local(
+            "lease-1".to_owned(),
+            "2026-03-24T18:42:11Z".to_owned(),
+        ))));
+    f.client.attach("user-1").await.unwrap();
+    f.transport
+        .push(Reply::Connect(Ok(ConnectResponse::initialize_empty())));
+
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_ne!(report.status.authority, Authority::PendingLocalSeed);
+    assert!(!report.status.pending.has_pending_sync_data);
+    assert_eq!(
+        f.transport.calls().last().map(String::as_str),
+        Some("connect")
+    );
+    let lease: Vec<String> = query(
+        &f.client,
+        "SELECT pending_initialization_id FROM _sync_attachment_state",
+    )
+    .await;
+    assert_eq!(lease, vec![String::new()]);
 }
