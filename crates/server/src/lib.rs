@@ -35,6 +35,7 @@ mod push;
 mod scope;
 mod snapshot;
 mod status;
+mod sweeper;
 
 pub use bootstrap::BootstrapError;
 pub use capture::{BundleFuture, CommittedBundle};
@@ -49,6 +50,7 @@ pub use error::{
 };
 pub use lifecycle::CloseTimeout;
 pub use pull::PullRequest;
+pub use sweeper::SweepReport;
 
 use crate::catalog::ValidatedCatalog as Catalog;
 use crate::config::MAX_IDENTIFIER_BYTES;

@@ -25,6 +25,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     drained: Notify,
+    stopping: Notify,
 }
 
 /// The lifecycle of one service; cheap to clone (shared).
@@ -56,6 +57,7 @@ impl Lifecycle {
                     in_flight: 0,
                 }),
                 drained: Notify::new(),
+                stopping: Notify::new(),
             }),
         }
     }
@@ -89,6 +91,18 @@ impl Lifecycle {
         (state.phase, state.in_flight)
     }
 
+    /// Resolves once the service has left `running` (close was called). Background tasks
+    /// select on it to stop.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            let notified = self.shared.stopping.notified();
+            if self.lock().phase != Phase::Running {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Stops admitting operations, waits up to `deadline` for in-flight ones, then closes.
     /// Idempotent; calling it again after a timeout keeps waiting.
     pub(crate) async fn close(&self, deadline: Duration) -> Result<(), CloseTimeout> {
@@ -99,6 +113,7 @@ impl Lifecycle {
                     let mut state = self.lock();
                     if state.phase == Phase::Running {
                         state.phase = Phase::ShuttingDown;
+                        self.shared.stopping.notify_waiters();
                     }
                     if state.in_flight == 0 {
                         state.phase = Phase::Closed;
