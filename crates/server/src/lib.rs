@@ -33,6 +33,7 @@ mod lifecycle;
 mod pull;
 mod push;
 mod scope;
+mod scope_write;
 mod snapshot;
 mod status;
 mod sweeper;
@@ -50,6 +51,7 @@ pub use error::{
 };
 pub use lifecycle::CloseTimeout;
 pub use pull::PullRequest;
+pub use scope_write::{ExecWriteError, ExecWriteOutcome, WRITER_ID_PREFIX};
 pub use sweeper::SweepReport;
 
 use crate::catalog::ValidatedCatalog as Catalog;
