@@ -50,8 +50,8 @@ impl RegisteredTable {
     }
 }
 
-/// Bundle-change watch settings (§9). Only the notification side lives in this crate today;
-/// the channel name is validated at construction either way.
+/// Bundle-change watch settings (§9): emission, the SSE heartbeat the HTTP adapter uses, and
+/// subscriber limits. The channel name is validated at construction either way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchConfig {
     /// Emit `pg_notify` for every committed bundle and advertise `bundle_change_watch`.
@@ -60,6 +60,11 @@ pub struct WatchConfig {
     pub notify_channel: String,
     /// SSE heartbeat period; zero means 25 s.
     pub heartbeat_interval: Duration,
+    /// Open watch streams allowed per user in this process; 0 = unlimited (the reference has
+    /// no limit, §13 item 27).
+    pub max_subscribers_per_user: usize,
+    /// Open watch streams allowed in this process; 0 = unlimited.
+    pub max_subscribers: usize,
 }
 
 /// One stage timing, delivered synchronously to [`StageMetrics`] (§10.1).

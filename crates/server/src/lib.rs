@@ -37,6 +37,7 @@ mod scope_write;
 mod snapshot;
 mod status;
 mod sweeper;
+mod watch;
 
 pub use bootstrap::BootstrapError;
 pub use capture::{BundleFuture, CommittedBundle};
@@ -53,6 +54,7 @@ pub use lifecycle::CloseTimeout;
 pub use pull::PullRequest;
 pub use scope_write::{ExecWriteError, ExecWriteOutcome, WRITER_ID_PREFIX};
 pub use sweeper::SweepReport;
+pub use watch::{ListenerState, Subscription, WatchError};
 
 use crate::catalog::ValidatedCatalog as Catalog;
 use crate::config::MAX_IDENTIFIER_BYTES;
@@ -145,6 +147,7 @@ pub struct SyncService {
     limits: Limits,
     catalog: RwLock<Arc<Catalog>>,
     lifecycle: Lifecycle,
+    watch: Arc<watch::WatchHub>,
 }
 
 impl SyncService {
@@ -157,6 +160,7 @@ impl SyncService {
             limits,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             lifecycle: Lifecycle::new(),
+            watch: Arc::new(watch::WatchHub::default()),
         })
     }
 
@@ -191,7 +195,13 @@ impl SyncService {
     /// Stops admitting operations, waits up to `deadline` for in-flight ones, then closes
     /// (§1.6). Idempotent. Does not close the pool. Afterwards every operation answers
     /// `service_unavailable`.
+    /// Open watch subscriptions end at once (their streams finish normally) and the watch
+    /// listener and sweeper stop.
     pub async fn close(&self, deadline: Duration) -> Result<(), CloseTimeout> {
-        self.lifecycle.close(deadline).await
+        let closing = self.lifecycle.close(deadline);
+        self.watch.close_all();
+        let result = closing.await;
+        self.watch.close_all();
+        result
     }
 }

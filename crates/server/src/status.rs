@@ -141,7 +141,10 @@ impl SyncService {
             numbers[9] = row.get(0);
             numbers[10] = row.get(1);
         }
-        let healthy = lifecycle == Lifecycle::Running && numbers[0] == 0;
+        // Real health (§13 item 39): a started watch listener that lost its connection makes
+        // the process unhealthy until it reconnects.
+        let listener_down = self.watch_listener_state() == crate::ListenerState::Reconnecting;
+        let healthy = lifecycle == Lifecycle::Running && numbers[0] == 0 && !listener_down;
         Ok(StatusResponse {
             status: if healthy {
                 HealthStatus::Healthy
