@@ -5,7 +5,7 @@
 //! in-memory session (source, user, seed lease, connected flag), which changes only after the
 //! durable step it mirrors has committed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -32,6 +32,7 @@ use crate::error::{
 };
 use crate::retry::{self, RetryClass};
 use crate::schema;
+use crate::transport::WatchBody;
 use crate::transport::{Transport, TransportError};
 use crate::types::*;
 
@@ -89,6 +90,26 @@ struct Session {
     connected: bool,
 }
 
+/// In-memory observations for [`ClientStatus`].
+#[derive(Debug)]
+struct Observed {
+    last_push: Option<OutcomeRecord>,
+    last_pull: Option<OutcomeRecord>,
+    download_mode: DownloadMode,
+}
+
+/// The cheap local state the background upload loop watches (see `background`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalFingerprint {
+    /// Dirty rows + outbox rows + 1 for a held seed lease.
+    pub(crate) pending: i64,
+    /// Highest dirty ordinal (new keys raise it).
+    pub(crate) max_dirty_ordinal: i64,
+    /// Host writes through `with_connection` so far (rewrites of an already dirty key change
+    /// neither number above).
+    pub(crate) host_writes: u64,
+}
+
 /// The SQLite sync client. See the crate docs.
 pub struct Client<T: Transport> {
     db: Db,
@@ -100,6 +121,61 @@ pub struct Client<T: Transport> {
     uploads_paused: AtomicBool,
     downloads_paused: AtomicBool,
     ownership: Mutex<Option<String>>,
+    changes: tokio::sync::broadcast::Sender<TablesChanged>,
+    host_writes: AtomicU64,
+    local_writes: tokio::sync::Notify,
+    observed: Mutex<Observed>,
+    pub(crate) background_running: AtomicBool,
+}
+
+/// Collects the tables a step changed and announces them when dropped, so every exit path of
+/// an operation (including `?`) reports what was already committed.
+struct ChangeBatch<'a> {
+    sender: &'a tokio::sync::broadcast::Sender<TablesChanged>,
+    source: ChangeSource,
+    tables: BTreeSet<String>,
+}
+
+impl<'a> ChangeBatch<'a> {
+    fn new(
+        sender: &'a tokio::sync::broadcast::Sender<TablesChanged>,
+        source: ChangeSource,
+    ) -> Self {
+        ChangeBatch {
+            sender,
+            source,
+            tables: BTreeSet::new(),
+        }
+    }
+}
+
+impl Drop for ChangeBatch<'_> {
+    fn drop(&mut self) {
+        if self.tables.is_empty() {
+            return;
+        }
+        // No receiver is not an error: nobody is listening.
+        let _ = self.sender.send(TablesChanged {
+            tables: std::mem::take(&mut self.tables).into_iter().collect(),
+            source: self.source,
+        });
+    }
+}
+
+/// Capacity of the change channel; a receiver that falls further behind gets
+/// `RecvError::Lagged` and should refresh everything.
+const CHANGE_CHANNEL_CAPACITY: usize = 256;
+
+fn failure<E: std::fmt::Display>(
+    error: &E,
+    retryable: bool,
+    required_action: Option<crate::error::RequiredAction>,
+) -> OutcomeFailure {
+    OutcomeFailure {
+        message: error.to_string(),
+        retryable,
+        required_action,
+    }
 }
 
 impl<T: Transport> std::fmt::Debug for Client<T> {
@@ -284,6 +360,200 @@ impl<T: Transport> Client<T> {
             uploads_paused: AtomicBool::new(false),
             downloads_paused: AtomicBool::new(false),
             ownership: Mutex::new(Some(key)),
+            changes: tokio::sync::broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
+            host_writes: AtomicU64::new(0),
+            local_writes: tokio::sync::Notify::new(),
+            observed: Mutex::new(Observed {
+                last_push: None,
+                last_pull: None,
+                download_mode: DownloadMode::Stopped,
+            }),
+            background_running: AtomicBool::new(false),
+        })
+    }
+
+    /// A receiver of [`TablesChanged`] notifications: after every pull, rebuild, push replay,
+    /// conflict resolution or detach that changed business rows, the set of managed tables
+    /// it touched. Only changes committed after this call are received. A receiver that
+    /// falls more than 256 notifications behind gets `RecvError::Lagged` and should refresh
+    /// every table.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<TablesChanged> {
+        self.changes.subscribe()
+    }
+
+    fn announce_all_tables(&self, source: ChangeSource) {
+        let mut batch = ChangeBatch::new(&self.changes, source);
+        batch
+            .tables
+            .extend(self.catalog.tables.iter().map(|t| t.name.clone()));
+    }
+
+    /// Reports a committed snapshot apply: progress, and every managed table as changed.
+    fn snapshot_applied(&self, snap: &SnapshotSession) {
+        self.config.report_progress(Progress::SnapshotApplied {
+            rows_total: snap.row_count,
+            bundle_seq: snap.snapshot_bundle_seq,
+        });
+        self.announce_all_tables(ChangeSource::Rebuild);
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_push(&self, result: Result<PushOutcome, OutcomeFailure>) {
+        self.observed().last_push = Some(OutcomeRecord {
+            finished_at: std::time::SystemTime::now(),
+            result: result.map(SyncOutcome::Push),
+        });
+    }
+
+    fn record_pull(&self, result: Result<RemoteOutcome, OutcomeFailure>) {
+        self.observed().last_pull = Some(OutcomeRecord {
+            finished_at: std::time::SystemTime::now(),
+            result: result.map(SyncOutcome::Remote),
+        });
+    }
+
+    fn record_push_result(&self, result: &Result<PushReport, PushError>) {
+        match result {
+            Ok(report) => self.record_push(Ok(report.outcome)),
+            Err(PushError::Gate(_)) => {}
+            Err(e) => self.record_push(Err(failure(e, e.is_retryable(), e.required_action()))),
+        }
+    }
+
+    fn record_pull_result(&self, result: &Result<RemoteSyncReport, PullError>) {
+        match result {
+            Ok(report) => self.record_pull(Ok(report.outcome)),
+            Err(PullError::Gate(_)) => {}
+            Err(e) => self.record_pull(Err(failure(e, e.is_retryable(), e.required_action()))),
+        }
+    }
+
+    pub(crate) fn set_download_mode(&self, mode: DownloadMode) {
+        self.observed().download_mode = mode;
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn uploads_paused(&self) -> bool {
+        self.uploads_paused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn downloads_paused(&self) -> bool {
+        self.downloads_paused.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the host may have written through [`Client::with_connection`] since
+    /// the last wake-up.
+    pub(crate) async fn local_write(&self) {
+        self.local_writes.notified().await;
+    }
+
+    /// One cheap read of the local pending state (no gate).
+    pub(crate) async fn local_fingerprint(&self) -> Result<LocalFingerprint, StoreError> {
+        let host_writes = self.host_writes.load(Ordering::SeqCst);
+        let (pending, max_dirty_ordinal) = self
+            .db(|conn, _| -> Result<(i64, i64), StoreError> {
+                let (dirty, outbox, lease, _) = lifecycle::pending(conn)?;
+                let max: i64 = conn
+                    .query_row(
+                        "SELECT COALESCE(MAX(dirty_ordinal), 0) FROM _sync_dirty_rows",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .ctx("read dirty ordinal")?;
+                Ok((dirty + outbox + i64::from(lease), max))
+            })
+            .await??;
+        Ok(LocalFingerprint {
+            pending,
+            max_dirty_ordinal,
+            host_writes,
+        })
+    }
+
+    /// The source a watch stream must announce: the durable attachment row's, so that a
+    /// reconnect after a rotation uses the new source (§9.5 step 1). Read without the gate.
+    pub(crate) async fn current_source(&self) -> Result<String, StoreError> {
+        Ok(self
+            .db(|conn, _| Attachment::load(conn))
+            .await??
+            .current_source_id)
+    }
+
+    /// Opens a watch stream after `after_bundle_seq` for the current source.
+    pub(crate) async fn open_watch(
+        &self,
+        after_bundle_seq: i64,
+    ) -> Result<Box<dyn WatchBody>, crate::background::WatchOpenError> {
+        let source = self.current_source().await?;
+        Ok(self.transport.watch(&source, after_bundle_seq).await?)
+    }
+
+    /// Whether the server advertises `bundle_change_watch` to this client.
+    pub(crate) async fn server_offers_watch(&self) -> bool {
+        let Ok(source) = self.current_source().await else {
+            return false;
+        };
+        match self.transport.capabilities(&source).await {
+            Ok(c) => c.features.get(feature::BUNDLE_CHANGE_WATCH) == Some(&true),
+            Err(_) => false,
+        }
+    }
+
+    /// Pending counts, checkpoint, recovery state, the last push and pull outcomes and the
+    /// background download mode, read without taking the operation gate (it answers while a
+    /// sync runs). No open/attach precondition.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn status(&self) -> Result<ClientStatus, StoreError> {
+        let (dirty, outbox, lease, attached, attachment, operation) = self
+            .db(|conn, _| -> Result<_, StoreError> {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
+                    .ctx("begin status read")?;
+                let (dirty, outbox, lease, attached) = lifecycle::pending(&tx)?;
+                let attachment = Attachment::load(&tx)?;
+                let operation = Operation::load(&tx)?;
+                tx.commit().ctx("end status read")?;
+                Ok((dirty, outbox, lease, attached, attachment, operation))
+            })
+            .await??;
+        let total = dirty + outbox + i64::from(lease);
+        let recovery = match &operation.kind {
+            OperationKind::SourceRecovery => RecoveryState::SourceRecovery {
+                reason: operation.recovery_code(),
+            },
+            OperationKind::RemoteReplace => RecoveryState::RemoteReplacePending {
+                target_user: operation.target_user_id.clone(),
+            },
+            OperationKind::None | OperationKind::Unknown(_) if attachment.rebuild_required => {
+                RecoveryState::RebuildRequired
+            }
+            OperationKind::None | OperationKind::Unknown(_) => RecoveryState::None,
+        };
+        let observed = self.observed();
+        Ok(ClientStatus {
+            pending: PendingSyncStatus {
+                has_pending_sync_data: total > 0,
+                pending_row_count: total,
+                blocks_detach: attached && total > 0,
+            },
+            last_bundle_seq_seen: attachment.last_bundle_seq_seen,
+            current_source_id: attachment.current_source_id,
+            recovery,
+            last_push: observed.last_push.clone(),
+            last_pull: observed.last_pull.clone(),
+            download_mode: observed.download_mode,
         })
     }
 
@@ -320,7 +590,11 @@ impl<T: Transport> Client<T> {
         F: FnOnce(&mut Connection) -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.db.call(f).await
+        let result = self.db.call(f).await;
+        // The closure may have written managed tables: wake the background upload loop.
+        self.host_writes.fetch_add(1, Ordering::SeqCst);
+        self.local_writes.notify_one();
+        result
     }
 
     /// Suspends `push_pending` (it returns `SkippedPaused` after its precondition checks).
@@ -590,6 +864,7 @@ impl<T: Transport> Client<T> {
         })
         .await?
         .map_err(|e| step_to_snapshot(e, "attach"))?;
+        self.snapshot_applied(&snap);
         session.user_id = user.to_owned();
         session.lease.clear();
         session.connected = true;
@@ -651,6 +926,7 @@ impl<T: Transport> Client<T> {
                 .await??;
         }
         let mut after = 0;
+        let mut rows_staged = 0_i64;
         loop {
             let chunk = self
                 .transport
@@ -659,9 +935,15 @@ impl<T: Transport> Client<T> {
             snapshot::validate_chunk(&chunk, snap, after)?;
             let has_more = chunk.has_more;
             let next = chunk.next_row_ordinal;
+            let chunk_rows = chunk.rows.len() as i64;
             self.db(move |conn, catalog| snapshot::stage_chunk(conn, catalog, &chunk, after))
                 .await?
                 .map_err(|e| step_to_snapshot(e, "rebuild"))?;
+            rows_staged += chunk_rows;
+            self.config.report_progress(Progress::SnapshotStaged {
+                rows_staged,
+                rows_total: snap.row_count,
+            });
             if !has_more {
                 return Ok(());
             }
@@ -695,6 +977,7 @@ impl<T: Transport> Client<T> {
                 pending_row_count,
             },
             Detached::Done { new_source } => {
+                self.announce_all_tables(ChangeSource::Detach);
                 session.source_id = new_source;
                 session.user_id.clear();
                 session.lease.clear();
@@ -837,7 +1120,9 @@ impl<T: Transport> Client<T> {
     /// See [`PushError`]; the outbox survives every failure and the next call resumes it.
     pub async fn push_pending(&self) -> Result<PushReport, PushError> {
         let mut session = self.gate()?;
-        self.push_locked(&mut session).await
+        let result = self.push_locked(&mut session).await;
+        self.record_push_result(&result);
+        result
     }
 
     /// §4 with the conflict loop of §5.5: a structured conflict is resolved and the whole push
@@ -873,6 +1158,9 @@ impl<T: Transport> Client<T> {
                     message,
                 });
             }
+            ChangeBatch::new(&self.changes, ChangeSource::ConflictResolution)
+                .tables
+                .insert(context.table.clone());
             let remaining = self.db(|conn, _| state::dirty_count(conn)).await??;
             if remaining == 0 {
                 return Ok(PushReport {
@@ -967,9 +1255,17 @@ impl<T: Transport> Client<T> {
         .await;
         match attempt? {
             Attempt::Committed { committed, already } => {
-                self.db(move |conn, catalog| push::replay(conn, catalog, &committed, already))
+                let tables = self
+                    .db(move |conn, catalog| -> Result<Vec<String>, StepError> {
+                        let tables = staged_tables(conn, committed.bundle_seq)?;
+                        push::replay(conn, catalog, &committed, already)?;
+                        Ok(tables)
+                    })
                     .await?
                     .map_err(step_to_push)?;
+                ChangeBatch::new(&self.changes, ChangeSource::Replay)
+                    .tables
+                    .extend(tables);
             }
             Attempt::ReplayPruned => {
                 self.replay_pruned_recovery(session, outbox.bundle.source_bundle_id)
@@ -1355,6 +1651,7 @@ impl<T: Transport> Client<T> {
         self.db(move |conn, catalog| snapshot::apply(conn, catalog, &s, &options))
             .await?
             .map_err(|e| step_to_snapshot(e, "rebuild"))?;
+        self.snapshot_applied(&snap);
         Ok(RestoreSummary {
             bundle_seq: snap.snapshot_bundle_seq,
             row_count: snap.row_count,
@@ -1386,7 +1683,9 @@ impl<T: Transport> Client<T> {
     /// See [`PullError`]; no response that fails validation is applied.
     pub async fn pull_to_stable(&self) -> Result<RemoteSyncReport, PullError> {
         let mut session = self.gate()?;
-        self.pull_locked(&mut session).await
+        let result = self.pull_locked(&mut session).await;
+        self.record_pull_result(&result);
+        result
     }
 
     async fn pull_locked(&self, session: &mut Session) -> Result<RemoteSyncReport, PullError> {
@@ -1417,9 +1716,12 @@ impl<T: Transport> Client<T> {
         }
         let limits = self.limits(session).await;
         let source = session.source_id.clone();
-        let mut after = attachment.last_bundle_seq_seen;
+        let start = attachment.last_bundle_seq_seen;
+        let mut after = start;
         let mut target = 0;
         let mut applied_any = false;
+        let mut changed = ChangeBatch::new(&self.changes, ChangeSource::Pull);
+        let (mut bundles_applied, mut rows_applied) = (0_i64, 0_i64);
         loop {
             let resp = match self
                 .transport
@@ -1443,6 +1745,9 @@ impl<T: Transport> Client<T> {
             let empty = resp.bundles.is_empty();
             for bundle in resp.bundles {
                 let seq = bundle.bundle_seq;
+                let rows = bundle.rows.len() as i64;
+                let tables: BTreeSet<String> =
+                    bundle.rows.iter().map(|r| r.table.clone()).collect();
                 match self
                     .db(move |conn, catalog| pull::apply_bundle(conn, catalog, &bundle))
                     .await?
@@ -1461,6 +1766,16 @@ impl<T: Transport> Client<T> {
                 }
                 applied_any = true;
                 after = seq;
+                changed.tables.extend(tables);
+                bundles_applied += 1;
+                rows_applied += rows;
+                self.config.report_progress(Progress::Pull {
+                    start_bundle_seq: start,
+                    bundle_seq: seq,
+                    target_bundle_seq: target,
+                    bundles_applied,
+                    rows_applied,
+                });
             }
             if after >= stable {
                 let outcome = if applied_any {
@@ -1534,9 +1849,15 @@ impl<T: Transport> Client<T> {
     /// See [`PullError`]; business rows, checkpoint and source are unchanged on failure.
     pub async fn rebuild(&self) -> Result<RemoteSyncReport, PullError> {
         let mut session = self.gate()?;
-        let (_, operation) = self.pull_checks(&session, "rebuild").await?;
+        let result = self.rebuild_locked(&mut session).await;
+        self.record_pull_result(&result);
+        result
+    }
+
+    async fn rebuild_locked(&self, session: &mut Session) -> Result<RemoteSyncReport, PullError> {
+        let (_, operation) = self.pull_checks(session, "rebuild").await?;
         if operation.kind != OperationKind::SourceRecovery {
-            return self.keep_source_rebuild(&mut session).await;
+            return self.keep_source_rebuild(session).await;
         }
         // §12 A4: dirty rows written between the freeze and the response that entered
         // recovery are not refused (guards block every later write, so nothing else could
@@ -1561,7 +1882,7 @@ impl<T: Transport> Client<T> {
             }),
         };
         let source = session.source_id.clone();
-        let rows = self.limits(&mut session).await.snapshot_rows;
+        let rows = self.limits(session).await.snapshot_rows;
         let snap = self
             .download_snapshot(&source, Some(&request), false, rows)
             .await?;
@@ -1578,6 +1899,7 @@ impl<T: Transport> Client<T> {
             .await?
             .map_err(|e| step_to_snapshot(e, "rebuild"))?;
         session.source_id = target;
+        self.snapshot_applied(&snap);
         self.remote_report(
             RemoteOutcome::AppliedSnapshot,
             Some(RestoreSummary {
@@ -1607,12 +1929,16 @@ impl<T: Transport> Client<T> {
         let push_outcome = if self.uploads_paused.load(Ordering::SeqCst) {
             PushOutcome::SkippedPaused
         } else {
-            self.push_locked(&mut session).await?.outcome
+            let result = self.push_locked(&mut session).await;
+            self.record_push_result(&result);
+            result?.outcome
         };
         let (remote_outcome, restore) = if self.downloads_paused.load(Ordering::SeqCst) {
             (RemoteOutcome::SkippedPaused, None)
         } else {
-            let report = self.pull_locked(&mut session).await?;
+            let result = self.pull_locked(&mut session).await;
+            self.record_pull_result(&result);
+            let report = result?;
             (report.outcome, report.restore)
         };
         Ok(SyncReport {
@@ -1709,6 +2035,21 @@ impl<T: Transport> Drop for Client<T> {
     fn drop(&mut self) {
         self.release_ownership();
     }
+}
+
+/// The tables of the committed bundle staged for replay.
+fn staged_tables(conn: &Connection, bundle_seq: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT table_name FROM _sync_push_stage WHERE bundle_seq = ?1 ORDER BY 1",
+        )
+        .ctx("read staged tables")?;
+    let tables = stmt
+        .query_map([bundle_seq], |r| r.get::<_, String>(0))
+        .ctx("read staged tables")?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("read staged tables")?;
+    Ok(tables)
 }
 
 fn valid_commit(c: &PushSessionCommitResponse) -> bool {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conflict::{Resolver, ServerWins};
+use crate::types::Progress;
 
 /// One managed table: the application table the client installs triggers on and replicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,27 @@ impl RetryPolicy {
     }
 }
 
+/// Whether the background download loop may use `GET /sync/watch` (§1.1, §9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchMode {
+    /// Poll only (the reference's default).
+    #[default]
+    Off,
+    /// Open a watch stream whenever the server's capabilities advertise
+    /// `bundle_change_watch: true`; poll otherwise.
+    Auto,
+}
+
+/// Receives [`Progress`] reports of long pulls and rebuilds.
+#[derive(Clone)]
+pub struct ProgressCallback(pub Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressCallback")
+    }
+}
+
 /// The client configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -127,6 +149,26 @@ pub struct Config {
     pub retry_policy: RetryPolicy,
     /// Decides structured push conflicts (§5); default [`ServerWins`].
     pub resolver: Arc<dyn Resolver>,
+    /// Background loops: the shortest wait between attempts, and the polling interval of the
+    /// download loop (default 1 s; zero → 1 s, the reference busy-loops, §12 C4).
+    pub backoff_min: Duration,
+    /// Background loops: the longest back-off after repeated failures (default 60 s; below
+    /// `backoff_min` → `backoff_min`).
+    pub backoff_max: Duration,
+    /// Whether background downloads may use the watch stream (default [`WatchMode::Off`]).
+    pub bundle_change_watch_mode: WatchMode,
+    /// Periodic pull while a watch stream is open (zero → `backoff_max`).
+    pub watch_fallback_interval: Duration,
+    /// Background uploads wait until local writes have been quiet this long before pushing,
+    /// so a burst of writes becomes one push (default 200 ms; a continuous stream of writes
+    /// is pushed at least every `8 × upload_debounce`).
+    pub upload_debounce: Duration,
+    /// Background uploads notice writes made through [`crate::Client::with_connection`] at
+    /// once, and writes through any other connection to the file by polling the dirty-row
+    /// state this often (default 1 s).
+    pub local_change_poll_interval: Duration,
+    /// Called with [`Progress`] reports during pulls and snapshot downloads.
+    pub progress: Option<ProgressCallback>,
 }
 
 impl Config {
@@ -141,6 +183,51 @@ impl Config {
             snapshot_chunk_rows: 1000,
             retry_policy: RetryPolicy::default(),
             resolver: Arc::new(ServerWins),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            bundle_change_watch_mode: WatchMode::Off,
+            watch_fallback_interval: Duration::ZERO,
+            upload_debounce: Duration::from_millis(200),
+            local_change_poll_interval: Duration::from_secs(1),
+            progress: None,
+        }
+    }
+
+    /// `backoff_min` with zero replaced by 1 s.
+    pub(crate) fn backoff_min(&self) -> Duration {
+        if self.backoff_min.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.backoff_min
+        }
+    }
+
+    /// `backoff_max`, never below [`Config::backoff_min`].
+    pub(crate) fn backoff_max(&self) -> Duration {
+        self.backoff_max.max(self.backoff_min())
+    }
+
+    /// The watch fallback interval (§1.1: zero → `backoff_max`).
+    pub(crate) fn watch_fallback_interval(&self) -> Duration {
+        if self.watch_fallback_interval.is_zero() {
+            self.backoff_max()
+        } else {
+            self.watch_fallback_interval
+        }
+    }
+
+    /// The local-change poll interval, never zero.
+    pub(crate) fn local_change_poll_interval(&self) -> Duration {
+        if self.local_change_poll_interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.local_change_poll_interval
+        }
+    }
+
+    pub(crate) fn report_progress(&self, progress: Progress) {
+        if let Some(callback) = &self.progress {
+            (callback.0)(&progress);
         }
     }
 

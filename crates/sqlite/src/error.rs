@@ -99,6 +99,25 @@ pub enum GateError {
     SyncOperationInProgress,
 }
 
+/// What the host must do before a refused operation can succeed: the answer a UI or a
+/// background loop needs instead of retrying blindly (client chapter §12.4: recovery states
+/// are "needs host action", not transient failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequiredAction {
+    /// Call `open` (first use in this process).
+    Open,
+    /// Call `attach(user)`: no connected session, the binding was dropped after a seed-lease
+    /// failure, or a pending remote replace must finish.
+    Attach,
+    /// Call `rebuild`: source recovery is pending or the rebuild gate is set. Unsynced local
+    /// changes are kept.
+    Rebuild,
+    /// Push first (`push_pending` or `sync`): local changes must reach the server before a
+    /// pull may apply remote ones.
+    Push,
+}
+
 /// A rebuild from a server snapshot failed (used by attach, pull, push recovery and rebuild).
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -372,7 +391,7 @@ pub enum PushError {
     AttachRequired,
     /// A source-sequencing failure was recorded; `rebuild` must run first. Fault: device
     /// history (restored backup, retired source).
-    #[error("source recovery required ({code}): {message}")]
+    #[error("source recovery required ({code}): {message}; call rebuild() to rotate the source")]
     SourceRecoveryRequired {
         /// One of the four recovery codes.
         code: String,
@@ -464,6 +483,24 @@ retryable_via!(PushError {
     Store
 });
 
+impl PushError {
+    /// What the host must do before pushing can succeed; `None` when waiting (or fixing the
+    /// network, server or resolver) is the only remedy.
+    pub fn required_action(&self) -> Option<RequiredAction> {
+        match self {
+            PushError::OpenRequired => Some(RequiredAction::Open),
+            PushError::AttachRequired
+            | PushError::RebuildRequired
+            | PushError::InitializationLeaseInvalid { .. } => Some(RequiredAction::Attach),
+            PushError::SourceRecoveryRequired { .. } => Some(RequiredAction::Rebuild),
+            PushError::Snapshot(SnapshotError::AttachRequired { .. }) => {
+                Some(RequiredAction::Attach)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Errors of `pull_to_stable` and `rebuild`.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -483,7 +520,7 @@ pub enum PullError {
         operation: &'static str,
     },
     /// A source-sequencing failure was recorded; `rebuild` must run first.
-    #[error("source recovery required ({code})")]
+    #[error("source recovery required ({code}); call rebuild() to rotate the source")]
     SourceRecoveryRequired {
         /// One of the four recovery codes.
         code: String,
@@ -534,6 +571,28 @@ retryable_via!(PullError {
     Store
 });
 
+impl PullError {
+    /// What the host must do before pulling (or rebuilding) can succeed; `None` when waiting
+    /// is the only remedy.
+    pub fn required_action(&self) -> Option<RequiredAction> {
+        match self {
+            PullError::OpenRequired { .. } => Some(RequiredAction::Open),
+            PullError::AttachRequired { .. }
+            | PullError::RemoteReplacePending { .. }
+            | PullError::Snapshot(SnapshotError::AttachRequired { .. }) => {
+                Some(RequiredAction::Attach)
+            }
+            PullError::SourceRecoveryRequired { .. } | PullError::RebuildRequired => {
+                Some(RequiredAction::Rebuild)
+            }
+            PullError::PendingPushReplay { .. } | PullError::DirtyStateRejected { .. } => {
+                Some(RequiredAction::Push)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Errors of `sync` and `sync_then_detach`.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -552,6 +611,18 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// What the host must do before `sync` can succeed; `None` when waiting is the only
+    /// remedy.
+    pub fn required_action(&self) -> Option<RequiredAction> {
+        match self {
+            SyncError::Push(e) => e.required_action(),
+            SyncError::Pull(e) => e.required_action(),
+            SyncError::Status(StatusError::OpenRequired { .. }) => Some(RequiredAction::Open),
+            SyncError::Status(StatusError::AttachRequired { .. }) => Some(RequiredAction::Attach),
+            SyncError::Status(_) | SyncError::Local(_) => None,
+        }
+    }
+
     /// Whether the same call may succeed later without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -561,4 +632,19 @@ impl SyncError {
             SyncError::Local(e) => e.is_retryable(),
         }
     }
+}
+
+/// Why background sync could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Background loops of this client are already running (the reference starts a second
+    /// pair, §12 C4). Fault: the caller.
+    #[error("background sync is already running for this client")]
+    AlreadyRunning,
+    /// `close` or `uninstall_sync` has run. Fault: the caller.
+    #[error("the sync client has been closed")]
+    ClientClosed,
+    /// `start` was called outside a tokio runtime. Fault: the caller.
+    #[error("background sync needs a tokio runtime")]
+    NoRuntime,
 }

@@ -12,9 +12,16 @@
 //! [`transport::Transport`] trait with a reqwest implementation
 //! ([`transport::http::HttpTransport`]); and the async [`Client`] that sequences them.
 //!
+//! Around the operations: [`Client::start`] runs background upload and download loops
+//! ([`BackgroundSync`]; the download loop polls or follows the `/sync/watch` stream parsed by
+//! [`watch`]), [`Client::subscribe_changes`] announces which tables a pull, rebuild or replay
+//! changed, and [`Client::status`] reports pending counts, the checkpoint, the recovery
+//! state and the last outcomes without waiting for a running operation.
+//!
 //! **Architecture Invariant:** the SQLite engine doesn't know HTTP: only `transport::http`
 //! imports reqwest.
 
+mod background;
 mod catalog;
 mod client;
 pub mod config;
@@ -29,18 +36,20 @@ mod sql;
 pub mod transport;
 mod triggers;
 mod types;
+pub mod watch;
 
+pub use background::BackgroundSync;
 pub use client::Client;
-pub use config::{Config, RetryPolicy, SyncTable};
+pub use config::{Config, ProgressCallback, RetryPolicy, SyncTable, WatchMode};
 pub use conflict::{
     ClientWins, ConflictContext, DefaultResolver, LastWriterWins, MergeResult, Resolver, ServerRow,
     ServerWins,
 };
 pub use error::{
     AttachError, ConfigError, GateError, LocalError, NewError, ProtocolViolation, PullError,
-    PushError, SnapshotError, StatusError, StoreError, SyncError,
+    PushError, RequiredAction, SnapshotError, StartError, StatusError, StoreError, SyncError,
 };
 pub use transport::http::{HttpOptions, HttpTransport, StaticToken, TokenProvider};
-pub use transport::{NetworkErrorKind, StatusBody, Transport, TransportError};
+pub use transport::{NetworkErrorKind, StatusBody, Transport, TransportError, WatchBody};
 pub use triggers::TRANSITION_PENDING;
 pub use types::*;

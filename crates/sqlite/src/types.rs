@@ -189,3 +189,151 @@ pub struct SourceInfo {
     /// Its reason code (empty when none).
     pub source_recovery_reason: String,
 }
+
+/// Where a change to business tables came from (see [`TablesChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChangeSource {
+    /// `pull_to_stable` applied bundles committed by other devices or the server.
+    Pull,
+    /// A snapshot replaced local state: `rebuild`, the `history_pruned` fallback of a pull,
+    /// a replay-pruned push recovery, or `attach` hydrating from the server.
+    Rebuild,
+    /// A push replayed the server's committed version of this device's own bundle (server
+    /// triggers or defaults may have changed the rows).
+    Replay,
+    /// A push conflict was resolved by writing the resolver's choice locally.
+    ConflictResolution,
+    /// `detach` cleared every managed table.
+    Detach,
+}
+
+/// Business tables whose rows may have changed through the sync client (not through the
+/// host's own writes). Sent on [`crate::Client::subscribe_changes`] after the durable step
+/// that changed them has committed, so a UI that re-queries sees the new rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablesChanged {
+    /// Lower-cased managed table names, sorted, without duplicates; never empty.
+    pub tables: Vec<String>,
+    /// What changed them.
+    pub source: ChangeSource,
+}
+
+/// Progress of a long download, reported to [`crate::config::Config::progress`] from the
+/// operation's own task (keep the callback short; it must not call back into the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// One more pulled bundle was applied. Bundle sequence numbers are dense per user, so
+    /// `(bundle_seq - start_bundle_seq) / (target_bundle_seq - start_bundle_seq)` is the
+    /// fraction done; the total row count of a pull is not known in advance.
+    Pull {
+        /// The checkpoint the pull started from.
+        start_bundle_seq: i64,
+        /// The bundle just applied (the new checkpoint).
+        bundle_seq: i64,
+        /// The server-frozen ceiling this pull runs to.
+        target_bundle_seq: i64,
+        /// Bundles applied so far in this pull.
+        bundles_applied: i64,
+        /// Rows applied so far in this pull.
+        rows_applied: i64,
+    },
+    /// One more snapshot chunk was downloaded and staged (nothing visible changed yet).
+    SnapshotStaged {
+        /// Rows staged so far.
+        rows_staged: i64,
+        /// Rows in the snapshot (from its session).
+        rows_total: i64,
+    },
+    /// The staged snapshot replaced local state in one transaction.
+    SnapshotApplied {
+        /// Rows in the snapshot.
+        rows_total: i64,
+        /// The snapshot's bundle sequence (the new checkpoint).
+        bundle_seq: i64,
+    },
+}
+
+/// What blocks normal syncing until the host acts, as stored durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryState {
+    /// Nothing: push and pull run normally.
+    None,
+    /// A source-sequencing failure was recorded (client chapter §8); push, pull and sync
+    /// refuse until the host calls `rebuild`, which rotates to a fresh source and keeps
+    /// every unsynced local change.
+    SourceRecovery {
+        /// One of `history_pruned`, `source_sequence_out_of_order`,
+        /// `source_sequence_changed`, `source_retired`.
+        reason: String,
+    },
+    /// A remote replace is pending; `attach` finishes it.
+    RemoteReplacePending {
+        /// The user being attached.
+        target_user: String,
+    },
+    /// The rebuild gate is set (an interrupted rebuild); pull refuses until `rebuild`
+    /// succeeds, push still runs (§12 A1).
+    RebuildRequired,
+}
+
+/// A successful push, pull, rebuild or sync leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// A push leg.
+    Push(PushOutcome),
+    /// A pull or rebuild leg.
+    Remote(RemoteOutcome),
+}
+
+/// A failed push, pull, rebuild or sync leg, as recorded for [`ClientStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeFailure {
+    /// The error's message.
+    pub message: String,
+    /// Whether the same call may succeed later without anyone acting.
+    pub retryable: bool,
+    /// What the host must do first, when something must be done.
+    pub required_action: Option<crate::error::RequiredAction>,
+}
+
+/// When an operation finished and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// Wall-clock time the operation finished.
+    pub finished_at: std::time::SystemTime,
+    /// Its outcome or failure.
+    pub result: Result<SyncOutcome, OutcomeFailure>,
+}
+
+/// How the background download loop currently learns about remote changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadMode {
+    /// No background loops are running.
+    Stopped,
+    /// Pulling on a timer.
+    Polling,
+    /// A `GET /sync/watch` stream is open (pulls on every event and on the fallback timer).
+    Watching,
+}
+
+/// Everything a host shows about sync, read without the operation gate (so it answers while
+/// a sync runs, §12 C3) from one consistent read of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Pending local data.
+    pub pending: PendingSyncStatus,
+    /// The durable checkpoint.
+    pub last_bundle_seq_seen: i64,
+    /// The current source id (empty before the first `open`).
+    pub current_source_id: String,
+    /// What blocks syncing until the host acts.
+    pub recovery: RecoveryState,
+    /// The last push (or sync push leg) that ran, in this process.
+    pub last_push: Option<OutcomeRecord>,
+    /// The last pull, rebuild or sync pull leg that ran, in this process.
+    pub last_pull: Option<OutcomeRecord>,
+    /// The background download loop's mode.
+    pub download_mode: DownloadMode,
+}

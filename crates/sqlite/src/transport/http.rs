@@ -9,6 +9,10 @@
 //! the [`RetryPolicy`] (§10.4); push-session calls and committed-bundle fetches are not (the
 //! client retries a whole push attempt instead).
 //!
+//! The watch stream (`GET /sync/watch`) uses a second reqwest client without the overall
+//! timeout, which would cut every stream after `timeout` (§12 C5); it has an idle (read)
+//! timeout instead, above the server's 25 s heartbeat.
+//!
 //! Known deviation: reqwest adds `Accept: */*` to every request and offers no way to remove
 //! it; the reference sends no `Accept`, and servers ignore the header (wire chapter §2.3).
 
@@ -26,7 +30,7 @@ use oversync_protocol::wire::{
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::{NetworkErrorKind, StatusBody, Transport, TransportError};
+use super::{NetworkErrorKind, StatusBody, Transport, TransportError, WatchBody, WatchChunk};
 use crate::config::RetryPolicy;
 use crate::retry;
 
@@ -60,6 +64,9 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Retry of the idempotent calls.
     pub retry_policy: RetryPolicy,
+    /// How long an open watch stream may stay silent before it counts as broken (the server
+    /// sends a heartbeat every 25 s). The watch stream has no overall timeout.
+    pub watch_idle_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -68,6 +75,7 @@ impl Default for HttpOptions {
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(30),
             retry_policy: RetryPolicy::default(),
+            watch_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +84,7 @@ impl Default for HttpOptions {
 #[derive(Clone)]
 pub struct HttpTransport {
     http: reqwest::Client,
+    stream: reqwest::Client,
     base: String,
     token: Arc<dyn TokenProvider>,
     retry: RetryPolicy,
@@ -109,29 +118,36 @@ impl HttpTransport {
             .connect_timeout(options.connect_timeout)
             .build()
             .map_err(|e| HttpBuildError(e.to_string()))?;
+        let stream = reqwest::Client::builder()
+            .read_timeout(options.watch_idle_timeout)
+            .connect_timeout(options.connect_timeout)
+            .build()
+            .map_err(|e| HttpBuildError(e.to_string()))?;
         Ok(HttpTransport {
             http,
+            stream,
             base: base_url.trim().trim_end_matches('/').to_owned(),
             token,
             retry: options.retry_policy.normalized(),
         })
     }
 
-    async fn send(
+    /// Sends one request with the protocol's headers and returns the response unread.
+    async fn request(
         &self,
+        client: &reqwest::Client,
         endpoint: &'static str,
         method: Method,
         path: &str,
         source_id: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Vec<u8>), TransportError> {
+    ) -> Result<reqwest::Response, TransportError> {
         let token = self
             .token
             .token()
             .await
             .map_err(|e| TransportError::Token(e.to_string()))?;
-        let mut request = self
-            .http
+        let mut request = client
             .request(method, format!("{}{}", self.base, path))
             .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
         let source_id = source_id.trim();
@@ -143,10 +159,23 @@ impl HttpTransport {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let response = request
+        request
             .send()
             .await
-            .map_err(|e| network_error(endpoint, &e))?;
+            .map_err(|e| network_error(endpoint, &e))
+    }
+
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        source_id: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Vec<u8>), TransportError> {
+        let response = self
+            .request(&self.http, endpoint, method, path, source_id, body)
+            .await?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -410,6 +439,45 @@ impl Transport for HttpTransport {
         let path = format!("/sync/snapshot-sessions/{}", escape_segment(snapshot_id));
         self.call_no_content("snapshot-session delete", &path, source_id)
             .await
+    }
+
+    async fn watch(
+        &self,
+        source_id: &str,
+        after_bundle_seq: i64,
+    ) -> Result<Box<dyn WatchBody>, TransportError> {
+        let path = format!("/sync/watch?after_bundle_seq={after_bundle_seq}");
+        let response = self
+            .request(&self.stream, "watch", Method::GET, &path, source_id, None)
+            .await?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| network_error("watch", &e))?;
+            return Err(TransportError::Status {
+                endpoint: "watch",
+                status: status.as_u16(),
+                body: StatusBody::decode(&bytes),
+            });
+        }
+        Ok(Box::new(HttpWatchBody(response)))
+    }
+}
+
+/// An open watch response, read chunk by chunk.
+#[derive(Debug)]
+struct HttpWatchBody(reqwest::Response);
+
+impl WatchBody for HttpWatchBody {
+    fn next_chunk(&mut self) -> WatchChunk<'_> {
+        Box::pin(async move {
+            match self.0.chunk().await {
+                Ok(chunk) => Ok(chunk.map(|b| b.to_vec())),
+                Err(e) => Err(network_error("watch", &e)),
+            }
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod http;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use oversync_protocol::error::{ErrorBody, ErrorResponse};
 use oversync_protocol::wire::{
@@ -174,6 +175,18 @@ impl TransportError {
     }
 }
 
+/// A chunk read from a watch stream: bytes, `None` at a clean end of stream, or the failure
+/// that broke it.
+pub type WatchChunk<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send + 'a>>;
+
+/// The body of an open `GET /sync/watch` stream (`200`, `text/event-stream`), read as raw
+/// bytes; [`crate::watch::WatchEvents`] parses it. Dropping it closes the stream.
+pub trait WatchBody: Send + std::fmt::Debug {
+    /// The next bytes of the stream, `Ok(None)` once the server ended it cleanly.
+    fn next_chunk(&mut self) -> WatchChunk<'_>;
+}
+
 /// The server's endpoints as the client uses them. `source_id` is sent as
 /// `Oversync-Source-ID` (omitted when empty). Implementations must be cheap to share between
 /// tasks.
@@ -264,6 +277,26 @@ pub trait Transport: Send + Sync + 'static {
         source_id: &str,
         snapshot_id: &str,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// `GET /sync/watch?after_bundle_seq=<after>` (wire chapter §7.4–§7.8): the open event
+    /// stream, or the error the server answered before any SSE byte (e.g. `403
+    /// bundle_change_watch_forbidden`, `503 bundle_change_watch_disabled`). Never retried:
+    /// the background download loop reconnects with its own back-off.
+    ///
+    /// The default answers `501` without a request: a transport that cannot stream makes
+    /// the download loop poll instead.
+    fn watch(
+        &self,
+        source_id: &str,
+        after_bundle_seq: i64,
+    ) -> impl Future<Output = Result<Box<dyn WatchBody>, TransportError>> + Send {
+        let _ = (source_id, after_bundle_seq);
+        std::future::ready(Err(TransportError::Status {
+            endpoint: "watch",
+            status: 501,
+            body: StatusBody::Unrecognized("this transport does not stream".to_owned()),
+        }))
+    }
 }
 
 /// A shared transport is a transport (lets a host or a test keep a handle to it).
@@ -360,6 +393,14 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
         snapshot_id: &str,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
         (**self).delete_snapshot_session(source_id, snapshot_id)
+    }
+
+    fn watch(
+        &self,
+        source_id: &str,
+        after_bundle_seq: i64,
+    ) -> impl Future<Output = Result<Box<dyn WatchBody>, TransportError>> + Send {
+        (**self).watch(source_id, after_bundle_seq)
     }
 }
 
