@@ -286,17 +286,26 @@ enum Cut {
     ResponseLost,
 }
 
-#[derive(Debug, Default)]
+/// Something the test does at a chosen moment of an operation (e.g. the server prunes
+/// history while a push is in flight).
+type Hook = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+#[derive(Default)]
 struct Plan {
     calls: u32,
     crash_at: Option<(u32, Cut)>,
+    /// Crash at the first request to this endpoint.
+    crash_on: Option<(&'static str, Cut)>,
+    /// Runs once, just before the first request to this endpoint.
+    before: Option<(&'static str, Hook)>,
     dead: bool,
     log: Vec<&'static str>,
 }
 
-/// A [`Transport`] over the real [`HttpTransport`] that can stop at its n-th request: after
-/// that request it behaves like a dead process (every later call fails without being sent).
-#[derive(Debug, Clone)]
+/// A [`Transport`] over the real [`HttpTransport`] that can stop at its n-th request (or its
+/// first request to one endpoint): after that request it behaves like a dead process (every
+/// later call fails without being sent).
+#[derive(Clone)]
 struct Faulty {
     inner: HttpTransport,
     plan: Arc<Mutex<Plan>>,
@@ -308,6 +317,16 @@ impl Faulty {
         endpoint: &'static str,
         request: impl Future<Output = Result<R, TransportError>>,
     ) -> Result<R, TransportError> {
+        let hook = {
+            let mut plan = self.plan.lock().unwrap();
+            match &plan.before {
+                Some((e, _)) if *e == endpoint && !plan.dead => plan.before.take().map(|h| h.1),
+                _ => None,
+            }
+        };
+        if let Some(hook) = hook {
+            hook.await;
+        }
         let cut = {
             let mut plan = self.plan.lock().unwrap();
             if plan.dead {
@@ -315,8 +334,16 @@ impl Faulty {
             } else {
                 plan.calls += 1;
                 plan.log.push(endpoint);
-                match plan.crash_at {
-                    Some((n, cut)) if n == plan.calls => {
+                let by_endpoint = match plan.crash_on {
+                    Some((e, cut)) if e == endpoint => Some(cut),
+                    _ => None,
+                };
+                match (plan.crash_at, by_endpoint) {
+                    (Some((n, cut)), _) if n == plan.calls => {
+                        plan.dead = true;
+                        Some(Some(cut))
+                    }
+                    (_, Some(cut)) => {
                         plan.dead = true;
                         Some(Some(cut))
                     }
@@ -570,6 +597,16 @@ impl Device {
         plan.crash_at = Some((n, cut));
     }
 
+    /// Crashes at the first request to `endpoint` from now on.
+    fn crash_on(&self, endpoint: &'static str, cut: Cut) {
+        self.plan.lock().unwrap().crash_on = Some((endpoint, cut));
+    }
+
+    /// Runs `hook` once, just before the first request to `endpoint`.
+    fn before(&self, endpoint: &'static str, hook: impl Future<Output = ()> + Send + 'static) {
+        self.plan.lock().unwrap().before = Some((endpoint, Box::pin(hook)));
+    }
+
     /// Requests sent (or attempted) since the client was started, by endpoint.
     fn requests(&self) -> Vec<&'static str> {
         self.plan.lock().unwrap().log.clone()
@@ -778,11 +815,13 @@ async fn one_device_round_trips_every_table_and_type_into_postgresql() {
 // --- FK graphs -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn self_referencing_categories_inserted_child_first_reach_postgresql() {
+async fn self_referencing_categories_inserted_child_first_converge() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let a = Device::new(&server, dir.path(), "a", "alice", DEFAULT_PAGES).await;
     a.attach().await;
+    let b = Device::new(&server, dir.path(), "b", "alice", DEFAULT_PAGES).await;
+    assert_eq!(b.attach().await, AttachOutcome::UsedRemoteState);
     // Leaves before their parents, in one local transaction (FKs are deferred).
     a.exec(&format!(
         "BEGIN;
@@ -799,17 +838,20 @@ async fn self_referencing_categories_inserted_child_first_reach_postgresql() {
     .await;
     let intended = a.dump().await;
     sync_ok(&a).await;
-    let synced = assert_converged(&server, "alice", &[&a]).await;
+    sync_ok(&b).await;
+    let synced = assert_converged(&server, "alice", &[&a, &b]).await;
     assert_eq!(synced, intended);
     assert_eq!(synced["categories"].len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn team_cycle_inserted_child_first_and_parent_first_reaches_postgresql() {
+async fn team_cycle_inserted_child_first_and_parent_first_converges() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let a = Device::new(&server, dir.path(), "a", "alice", DEFAULT_PAGES).await;
     a.attach().await;
+    let b = Device::new(&server, dir.path(), "b", "alice", DEFAULT_PAGES).await;
+    assert_eq!(b.attach().await, AttachOutcome::UsedRemoteState);
     a.exec(&format!(
         "BEGIN;
          -- child first: the member names a team that does not exist yet
@@ -829,7 +871,8 @@ async fn team_cycle_inserted_child_first_and_parent_first_reaches_postgresql() {
     .await;
     let intended = a.dump().await;
     sync_ok(&a).await;
-    let synced = assert_converged(&server, "alice", &[&a]).await;
+    sync_ok(&b).await;
+    let synced = assert_converged(&server, "alice", &[&a, &b]).await;
     assert_eq!(synced, intended);
     assert_eq!(
         (synced["teams"].len(), synced["team_members"].len()),
@@ -838,7 +881,7 @@ async fn team_cycle_inserted_child_first_and_parent_first_reaches_postgresql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cascading_deletes_travel_in_one_bundle_and_reach_postgresql() {
+async fn cascading_deletes_travel_in_one_bundle_and_converge() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let a = Device::new(&server, dir.path(), "a", "alice", DEFAULT_PAGES).await;
@@ -856,6 +899,8 @@ async fn cascading_deletes_travel_in_one_bundle_and_reach_postgresql() {
     sync_ok(&a).await;
     let source = a.source_id().await;
     assert_eq!(bundle_log(&server, "alice").await.len(), 1);
+    let b = Device::new(&server, dir.path(), "b", "alice", DEFAULT_PAGES).await;
+    assert_eq!(b.attach().await, AttachOutcome::UsedRemoteState);
 
     // One statement per root; SQLite cascades to every child (captured by the triggers).
     a.exec(&format!(
@@ -871,7 +916,8 @@ async fn cascading_deletes_travel_in_one_bundle_and_reach_postgresql() {
     assert!(intended["categories"].is_empty() && intended["team_members"].is_empty());
     assert!(intended["file_reviews"].is_empty());
     sync_ok(&a).await;
-    let synced = assert_converged(&server, "alice", &[&a]).await;
+    sync_ok(&b).await;
+    let synced = assert_converged(&server, "alice", &[&a, &b]).await;
     assert_eq!(synced, intended);
     assert_eq!(
         bundle_log(&server, "alice").await,
@@ -1324,5 +1370,416 @@ async fn row_inserted_and_deleted_before_attach_does_not_leave_an_unusable_seed_
     assert_eq!(
         a.client().detach().await.unwrap().outcome,
         DetachOutcome::Detached
+    );
+}
+
+// --- two devices, hydrate and rebuild ------------------------------------------------------
+
+/// Offline edits of a second device of the same user (disjoint from [`edit_rows_sql`] except
+/// for one row both update, which the server-wins resolver settles).
+fn other_edits_sql() -> String {
+    format!(
+        "BEGIN;
+         UPDATE users SET email = 'bob@other.example', name = 'Bob B.' WHERE id = '{u2}';
+         UPDATE users SET name = 'Ada from B' WHERE id = '{u1}';
+         INSERT INTO users VALUES ('{u3}', 'Cy', 'cy@example.com', '{T0}', '{T0}');
+         DELETE FROM posts WHERE id = '{p1}';
+         INSERT INTO categories VALUES ('{c5}', 'new root', NULL);
+         INSERT INTO categories VALUES ('{c6}', 'new child', '{c5}');
+         INSERT INTO team_members VALUES ('{m2}', 'Di', '{t2}');
+         INSERT INTO teams VALUES ('{t2}', 'blue', '{m2}');
+         DELETE FROM files WHERE id = {f2};
+         INSERT INTO files VALUES ({f3}, 'b.bin', X'0001020304');
+         UPDATE typed_rows SET note = 'from B', rating = -2.25, data = X'00' WHERE id = '{y2}';
+         COMMIT;",
+        u1 = uid(1),
+        u2 = uid(2),
+        u3 = uid(3),
+        p1 = uid(11),
+        c5 = uid(25),
+        c6 = uid(26),
+        t2 = uid(32),
+        m2 = uid(42),
+        f2 = blob_uid(52),
+        f3 = blob_uid(53),
+        y2 = uid(72),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_converge_after_offline_edits() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    assert_eq!(a.attach().await, AttachOutcome::StartedEmpty);
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    let b = Device::new(&server, dir.path(), "b", "alice", SMALL_PAGES).await;
+    assert_eq!(b.attach().await, AttachOutcome::UsedRemoteState);
+    assert_converged(&server, "alice", &[&a, &b]).await;
+
+    // Both offline: edits pile up locally on each.
+    a.exec(&edit_rows_sql()).await;
+    b.exec(&other_edits_sql()).await;
+    let a_offline = a.dump().await;
+    let b_offline = b.dump().await;
+
+    sync_ok(&a).await;
+    sync_ok(&b).await;
+    sync_ok(&a).await;
+    let converged = assert_converged(&server, "alice", &[&a, &b]).await;
+    assert_ne!(converged, a_offline, "A received B's edits");
+    assert_ne!(converged, b_offline, "B received A's edits");
+    let users = converged["users"].join("\n");
+    assert!(
+        users.contains("Ada L."),
+        "A's update won (it committed first): {users}"
+    );
+    assert!(users.contains("Cy") && users.contains("bob@other.example"));
+    assert_eq!(
+        converged["categories"].len(),
+        2,
+        "A's cascade and B's new tree"
+    );
+    assert_eq!(converged["files"].len(), 2);
+    let (a_source, b_source) = (a.source_id().await, b.source_id().await);
+    let log = bundle_log(&server, "alice").await;
+    assert_eq!(
+        log,
+        vec![(a_source.clone(), 1), (a_source, 2), (b_source, 1)],
+        "one bundle per push, none repeated"
+    );
+}
+
+/// Raises `user`'s retained bundle floor to its latest bundle through the example's test
+/// route: every pull and committed-bundle fetch at or below it then answers `history_pruned`.
+fn prune_history(server: &TestServer, user: &str) -> impl Future<Output = ()> + Send + 'static {
+    let (pool, http, url, user) = (
+        server.pool.clone(),
+        server.http.clone(),
+        server.url("/test/retention-floor"),
+        user.to_owned(),
+    );
+    async move {
+        let latest: i64 = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT next_bundle_seq - 1 FROM sync.user_state WHERE user_id = $1",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let reply = http
+            .post(url)
+            .json(&serde_json::json!({"user_id": user, "retained_bundle_floor": latest}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), reqwest::StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_below_the_retained_floor_falls_back_to_a_keep_source_rebuild_that_converges() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    a.attach().await;
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    let b = Device::new(&server, dir.path(), "b", "alice", SMALL_PAGES).await;
+    assert_eq!(b.attach().await, AttachOutcome::UsedRemoteState);
+    let b_source = b.source_id().await;
+    a.exec(&edit_rows_sql()).await;
+    sync_ok(&a).await;
+    prune_history(&server, "alice").await;
+
+    let report = b.client().pull_to_stable().await.unwrap();
+    assert_eq!(report.outcome, RemoteOutcome::AppliedSnapshot);
+    assert_eq!(report.restore.unwrap().bundle_seq, 2);
+    assert_eq!(
+        b.source_id().await,
+        b_source,
+        "keep-source rebuild keeps the source"
+    );
+    assert!(!b.client().source_info().await.unwrap().rebuild_required);
+    assert_converged(&server, "alice", &[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_keep_source_rebuild_restores_the_servers_content() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    a.attach().await;
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    a.exec(&edit_rows_sql()).await;
+    sync_ok(&a).await;
+    let source = a.source_id().await;
+    let report = a.client().rebuild().await.unwrap();
+    assert_eq!(report.outcome, RemoteOutcome::AppliedSnapshot);
+    assert_eq!(a.source_id().await, source);
+    assert_eq!(a.client().last_bundle_seq_seen().await.unwrap(), 2);
+    assert_converged(&server, "alice", &[&a]).await;
+    // Still a working device: the next edit pushes as the source's third bundle.
+    a.exec(&format!(
+        "UPDATE users SET name = 'later' WHERE id = '{}';",
+        uid(2)
+    ))
+    .await;
+    sync_ok(&a).await;
+    assert_eq!(
+        bundle_log(&server, "alice").await.last(),
+        Some(&(source, 3))
+    );
+    assert_converged(&server, "alice", &[&a]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_recovery_rebuild_rotates_the_source_and_pushes_the_kept_outbox() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    a.attach().await;
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    let b = Device::new(&server, dir.path(), "b", "alice", SMALL_PAGES).await;
+    b.attach().await;
+    let old_source = b.source_id().await;
+    b.exec(&other_edits_sql()).await;
+    let intended = b.dump().await;
+    // The device's bundle counter jumped ahead of what the server expects (e.g. a restored
+    // copy of another install): the server refuses the push as out of order.
+    b.exec("UPDATE _sync_source_state SET next_source_bundle_id = 5")
+        .await;
+    let err = b.client().push_pending().await.unwrap_err();
+    assert!(
+        err.to_string().contains("source_sequence_out_of_order"),
+        "{err}"
+    );
+    assert!(
+        b.client()
+            .source_info()
+            .await
+            .unwrap()
+            .source_recovery_required
+    );
+
+    let report = b.client().rebuild().await.unwrap();
+    assert_eq!(report.outcome, RemoteOutcome::AppliedSnapshot);
+    let new_source = b.source_id().await;
+    assert_ne!(new_source, old_source);
+    assert_eq!(
+        b.dump().await,
+        intended,
+        "the kept outbox is re-applied on the snapshot"
+    );
+    sync_ok(&b).await;
+    sync_ok(&a).await;
+    let converged = assert_converged(&server, "alice", &[&a, &b]).await;
+    assert_eq!(converged, intended);
+    assert_eq!(
+        bundle_log(&server, "alice").await,
+        vec![(a.source_id().await, 1), (new_source, 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_replay_pruned_recovery_resumes_on_the_next_push() {
+    // §12 A2: the server prunes the bundle a push just committed before the client fetched
+    // it; the recovery rebuild is interrupted. The reference then refused push (gate) and
+    // rebuild (pending outbox) forever.
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    a.attach().await;
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    a.exec(&edit_rows_sql()).await;
+    let intended = a.dump().await;
+    a.before("committed rows", prune_history(&server, "alice"));
+    a.crash_on("snapshot chunk", Cut::ResponseLost);
+    let err = a.client().push_pending().await.unwrap_err();
+    assert!(a.crashed(), "{err}; requests {:?}", a.requests());
+    assert!(
+        a.requests().contains(&"snapshot create"),
+        "{:?}",
+        a.requests()
+    );
+
+    a.restart().await;
+    let report = a.client().push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert!(!report.status.pending.has_pending_sync_data, "{report:?}");
+    assert_eq!(assert_converged(&server, "alice", &[&a]).await, intended);
+    let source = a.source_id().await;
+    // No duplicate: the next push is numbered 3, so 2 was recorded as committed once.
+    a.exec(&format!(
+        "UPDATE users SET name = 'later' WHERE id = '{}';",
+        uid(2)
+    ))
+    .await;
+    sync_ok(&a).await;
+    assert_eq!(
+        bundle_log(&server, "alice").await.last(),
+        Some(&(source, 3))
+    );
+    assert_converged(&server, "alice", &[&a]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_edit_made_during_a_push_survives_replay_pruned_recovery() {
+    // §12 A3: the recovery's snapshot apply deleted every dirty row, losing edits made while
+    // the push was in flight.
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", SMALL_PAGES).await;
+    a.attach().await;
+    a.exec(&seed_rows_sql()).await;
+    sync_ok(&a).await;
+    a.exec(&edit_rows_sql()).await;
+    let path = a.path.clone();
+    let prune = prune_history(&server, "alice");
+    a.before("committed rows", async move {
+        // The application writes through its own connection while the push is in flight.
+        let app = Connection::open(&path).unwrap();
+        app.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        app.execute_batch(&format!(
+            "UPDATE users SET name = 'written during the push' WHERE id = '{}';
+             INSERT INTO users VALUES ('{}', 'New', 'new@example.com', '{T0}', '{T0}');",
+            uid(2),
+            uid(8)
+        ))
+        .unwrap();
+        drop(app);
+        prune.await;
+    });
+    let report = a.client().push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert!(
+        a.requests().contains(&"snapshot create"),
+        "recovered through a snapshot: {:?}",
+        a.requests()
+    );
+    let users = a.dump().await["users"].join("\n");
+    assert!(
+        users.contains("written during the push") && users.contains("New"),
+        "{users}"
+    );
+    assert_eq!(
+        a.query_i64("SELECT count(*) FROM _sync_dirty_rows").await,
+        2
+    );
+    sync_ok(&a).await;
+    let synced = assert_converged(&server, "alice", &[&a]).await;
+    assert!(
+        synced["users"]
+            .join("\n")
+            .contains("written during the push")
+    );
+}
+
+// --- memory --------------------------------------------------------------------------------
+
+/// `VmRSS` and `VmHWM` of this process, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /proc/self/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Rows of the rebuild memory test; `OVERSYNC_E2E_REBUILD_ROWS` overrides the default, which
+/// keeps the test short in debug builds (the 100k figure is measured with `--release`).
+fn rebuild_rows() -> u32 {
+    std::env::var("OVERSYNC_E2E_REBUILD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+const RSS_CHILD: &str = "OVERSYNC_E2E_RSS_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_of_many_rows_keeps_client_memory_flat() {
+    // The test binary runs tests in parallel threads of one process, so the measurement runs
+    // alone in a child process: this same test, selected exactly, with the marker variable.
+    if std::env::var_os(RSS_CHILD).is_none() {
+        let output = tokio::task::spawn_blocking(|| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "client_e2e::rebuild_of_many_rows_keeps_client_memory_flat",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(RSS_CHILD, "1")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("{text}");
+        assert!(output.status.success(), "child failed:\n{text}");
+        assert!(
+            text.contains("rebuild of"),
+            "the child did not measure:\n{text}"
+        );
+        return;
+    }
+    let rows = rebuild_rows();
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(&server, dir.path(), "a", "alice", DEFAULT_PAGES).await;
+    a.attach().await;
+    let filler = server.device("alice", "filler-source").await;
+    let padding = "x".repeat(120);
+    let mut n = 0;
+    let mut bundle = 0;
+    while n < rows {
+        let batch: Vec<String> = (n..rows.min(n + 5000))
+            .map(|i| user_row("INSERT", 1_000_000 + i, &format!("u{i}-{padding}"), 0))
+            .collect();
+        n += batch.len() as u32;
+        bundle += 1;
+        let reply = filler.push(bundle, &format!("[{}]", batch.join(","))).await;
+        assert_eq!(reply.status, reqwest::StatusCode::OK, "{reply:?}");
+    }
+
+    // Reset the peak to the current RSS so the high-water mark measures the rebuild alone.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (rss_before, hwm_before) = rss_kib();
+    let started = std::time::Instant::now();
+    let report = a.client().rebuild().await.unwrap();
+    let elapsed = started.elapsed();
+    let (rss_after, hwm_after) = rss_kib();
+    assert_eq!(report.outcome, RemoteOutcome::AppliedSnapshot);
+    assert_eq!(report.restore.unwrap().row_count, i64::from(rows));
+    assert_eq!(
+        a.query_i64("SELECT count(*) FROM users").await,
+        i64::from(rows)
+    );
+    let peak_growth_mib = hwm_after.saturating_sub(rss_before) / 1024;
+    println!(
+        "rebuild of {rows} rows in {elapsed:?}: VmRSS {rss_before} -> {rss_after} KiB, \
+         VmHWM {hwm_before} -> {hwm_after} KiB, peak growth {peak_growth_mib} MiB"
+    );
+    assert!(
+        peak_growth_mib < 150,
+        "peak RSS grew by {peak_growth_mib} MiB during the rebuild"
     );
 }
