@@ -9,6 +9,7 @@
 mod client_e2e;
 mod http_adapter;
 mod http_snapshot;
+mod http_watch;
 mod openapi;
 mod support;
 mod tidy;

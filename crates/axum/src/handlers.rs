@@ -30,6 +30,7 @@ use crate::respond::{self, failure, no_content, ok, plain};
 pub(crate) struct AppState {
     pub(crate) service: Arc<SyncService>,
     max_body_bytes: usize,
+    watch_policy: Option<crate::WatchPolicy>,
 }
 
 impl AppState {
@@ -37,7 +38,13 @@ impl AppState {
         AppState {
             service,
             max_body_bytes: options.max_body_bytes.unwrap_or(usize::MAX),
+            watch_policy: options.watch_policy,
         }
+    }
+
+    /// Whether the host's watch policy lets `actor` watch (no policy: everyone).
+    pub(crate) fn watch_allowed(&self, actor: &Actor) -> bool {
+        self.watch_policy.as_ref().is_none_or(|p| p.allows(actor))
     }
 }
 
@@ -312,10 +319,18 @@ pub(crate) async fn pull(State(state): State<AppState>, request: Request) -> Res
 /// `GET /sync/capabilities`: behind the actor checks like every `/sync/*` route, never fails
 /// otherwise.
 pub(crate) async fn capabilities(State(state): State<AppState>, request: Request) -> Response {
-    if let Err(response) = start(request) {
-        return response;
+    let actor = match start(request) {
+        Ok((_, _, actor)) => actor,
+        Err(response) => return response,
+    };
+    let mut capabilities = state.service.capabilities();
+    if !state.watch_allowed(&actor) {
+        capabilities.features.insert(
+            oversync_protocol::wire::feature::BUNDLE_CHANGE_WATCH.into(),
+            false,
+        );
     }
-    ok(&state.service.capabilities())
+    ok(&capabilities)
 }
 
 /// `GET /syncx/health`: 200 when healthy, 503 with the same body when not, 500 when the

@@ -24,6 +24,7 @@ mod handlers;
 mod openapi;
 mod respond;
 mod snapshot;
+mod watch;
 
 use std::sync::Arc;
 
@@ -33,13 +34,17 @@ use oversync_server::SyncService;
 
 pub use actor::AuthenticatedUser;
 pub use openapi::openapi;
+pub use watch::WatchPolicy;
 
 /// Adapter settings a host may change. The defaults are the reference's behaviour.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Largest request body accepted, in bytes; `None` (the default, as in the reference) means
     /// no limit. Larger bodies are answered `413 request_body_too_large`.
     pub max_body_bytes: Option<usize>,
+    /// Per-actor watch policy; `None` (the default) lets every actor watch when watch is
+    /// enabled on the service.
+    pub watch_policy: Option<WatchPolicy>,
 }
 
 /// The routes of the protocol over `service`, with default [`Options`].
@@ -74,6 +79,7 @@ pub fn router_with(service: Arc<SyncService>, options: Options) -> Router {
             get(handlers::committed_bundle_rows),
         )
         .route("/sync/pull", get(handlers::pull))
+        .route("/sync/watch", get(watch::watch))
         .route("/sync/snapshot-sessions", post(snapshot::create))
         .route(
             "/sync/snapshot-sessions/{snapshot_id}",

@@ -60,6 +60,11 @@ pub fn service_config(config: &ExampleConfig) -> ServiceConfig {
         schema_version: 1,
         registered_tables: schema::registered_tables(),
         log_stage_timings: config.log_stage_timings,
+        // 05-example-server.md §1.3: watch on, default channel and 25 s heartbeat.
+        watch: oversync_server::WatchConfig {
+            enabled: true,
+            ..oversync_server::WatchConfig::default()
+        },
         ..ServiceConfig::default()
     }
 }
@@ -92,6 +97,10 @@ pub async fn build(
         .route("/dummy-signin", post(routes::dummy_signin))
         .route("/test/reset", post(routes::test_reset))
         .route("/test/retention-floor", post(routes::test_retention_floor))
+        .route(
+            "/test/watch-subscribers",
+            get(routes::test_watch_subscribers),
+        )
         .with_state(state);
     let openapi = oversync_axum::openapi()
         .to_json()

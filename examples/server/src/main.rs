@@ -69,7 +69,7 @@ fn database(config: &ExampleConfig) -> anyhow::Result<(String, Option<Cluster>)>
 async fn serve(config: ExampleConfig, database_url: String) -> anyhow::Result<()> {
     let pg_config: tokio_postgres::Config = database_url.parse().context("parse DATABASE_URL")?;
     let manager = Manager::from_config(
-        pg_config,
+        pg_config.clone(),
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -93,6 +93,10 @@ async fn serve(config: ExampleConfig, database_url: String) -> anyhow::Result<()
     let example = oversync_example::build(pool, &config, Some(render))
         .await
         .context("build the example server")?;
+    // One dedicated LISTEN connection feeds every /sync/watch stream of this process; the
+    // sweeper deletes expired sessions. Both stop when the service closes.
+    let watch_listener = example.service.spawn_watch_listener(pg_config, NoTls);
+    let sweeper = example.service.spawn_sweeper(Duration::from_secs(60));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -131,6 +135,7 @@ async fn serve(config: ExampleConfig, database_url: String) -> anyhow::Result<()
     if let Err(e) = example.service.close(Duration::from_secs(5)).await {
         tracing::warn!(error = %e, "closing the sync service timed out");
     }
+    let _ = tokio::join!(watch_listener, sweeper);
     tracing::info!("oversync example server stopped");
     Ok(())
 }

@@ -225,3 +225,35 @@ pub async fn test_retention_floor(State(state): State<ExampleState>, body: Bytes
         Err(e) => failed(&e),
     }
 }
+
+/// `GET /test/watch-subscribers?user_id=`: open `/sync/watch` streams of that user in this
+/// process (05-example-server.md §4.4).
+pub async fn test_watch_subscribers(
+    State(state): State<ExampleState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    #[derive(Serialize)]
+    struct Subscribers {
+        user_id: String,
+        subscriber_count: usize,
+        process_local_only: bool,
+    }
+    let query = oversync_protocol::wire::parse_query(query.as_deref().unwrap_or(""));
+    let user_id = query.get("user_id").unwrap_or("").trim().to_owned();
+    if user_id.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "user_id required",
+        );
+    }
+    let subscriber_count = state.service.watch_subscriber_count(&user_id);
+    json(
+        StatusCode::OK,
+        &Subscribers {
+            user_id,
+            subscriber_count,
+            process_local_only: true,
+        },
+    )
+}
