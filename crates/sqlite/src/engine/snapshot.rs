@@ -237,42 +237,45 @@ pub(crate) fn apply(
     tx.execute("DELETE FROM _sync_push_stage", [])
         .ctx("clear push stage")?;
 
-    let staged: Vec<(String, String, i64, String)> = tx
-        .prepare(
-            "SELECT table_name, key_json, row_version, payload FROM _sync_snapshot_stage
-             WHERE snapshot_id = ?1 ORDER BY row_ordinal",
-        )
-        .and_then(|mut s| {
-            s.query_map([&session.snapshot_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect()
-        })
-        .ctx("read snapshot stage")?;
-    if staged.len() as i64 != session.row_count {
+    // Streamed row by row (the statement reads only the stage; the writes go to business
+    // tables and row state), so memory stays flat however large the snapshot is.
+    let mut applied: i64 = 0;
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT table_name, key_json, row_version, payload FROM _sync_snapshot_stage
+                 WHERE snapshot_id = ?1 ORDER BY row_ordinal",
+            )
+            .ctx("read snapshot stage")?;
+        let mut rows = stmt
+            .query([&session.snapshot_id])
+            .ctx("read snapshot stage")?;
+        while let Some(row) = rows.next().ctx("read snapshot stage")? {
+            let table_name: String = row.get(0).ctx("read snapshot stage")?;
+            let kj: String = row.get(1).ctx("read snapshot stage")?;
+            let version: i64 = row.get(2).ctx("read snapshot stage")?;
+            let payload: String = row.get(3).ctx("read snapshot stage")?;
+            let table = catalog.table(&table_name).ok_or_else(|| {
+                StoreError::Inconsistent(format!("staged table {table_name} is not configured"))
+            })?;
+            apply_row(
+                &tx,
+                &catalog.schema,
+                table,
+                &kj,
+                Op::Insert,
+                version,
+                Some(&payload),
+            )?;
+            applied += 1;
+        }
+    }
+    if applied != session.row_count {
         return Err(ProtocolViolation::new(
             E,
-            format!(
-                "staged {} rows, session says {}",
-                staged.len(),
-                session.row_count
-            ),
+            format!("staged {applied} rows, session says {}", session.row_count),
         )
         .into());
-    }
-    for (table_name, kj, version, payload) in &staged {
-        let table = catalog.table(table_name).ok_or_else(|| {
-            StoreError::Inconsistent(format!("staged table {table_name} is not configured"))
-        })?;
-        apply_row(
-            &tx,
-            &catalog.schema,
-            table,
-            kj,
-            Op::Insert,
-            *version,
-            Some(payload),
-        )?;
     }
 
     if options.preserve_outbox {
