@@ -1698,13 +1698,13 @@ fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Rows of the rebuild memory test; `OVERSYNC_E2E_REBUILD_ROWS` overrides the default, which
-/// keeps the test short in debug builds (the 100k figure is measured with `--release`).
+/// Rows of the rebuild memory test (`OVERSYNC_E2E_REBUILD_ROWS` overrides 100k, which takes
+/// about 25 s in a debug build on 2 cores).
 fn rebuild_rows() -> u32 {
     std::env::var("OVERSYNC_E2E_REBUILD_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000)
+        .unwrap_or(100_000)
 }
 
 const RSS_CHILD: &str = "OVERSYNC_E2E_RSS_CHILD";
@@ -1779,7 +1779,9 @@ async fn rebuild_of_many_rows_keeps_client_memory_flat() {
          VmHWM {hwm_before} -> {hwm_after} KiB, peak growth {peak_growth_mib} MiB"
     );
     assert!(
-        peak_growth_mib < 150,
+        // Generous (streamed apply: ~2 MiB at 100k rows) but below the 60 MiB that loading
+        // the whole stage into memory cost.
+        peak_growth_mib < 50,
         "peak RSS grew by {peak_growth_mib} MiB during the rebuild"
     );
 }
