@@ -6,6 +6,7 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod client_background;
 mod client_e2e;
 mod http_adapter;
 mod http_snapshot;
