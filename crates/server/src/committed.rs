@@ -22,6 +22,24 @@ impl SyncService {
         after_row_ordinal: Option<i64>,
         max_rows: i64,
     ) -> Result<CommittedBundleRowsResponse, CommittedRowsError> {
+        let watch = crate::stages::Stopwatch::start(self, "committed_bundle_rows");
+        let result = self
+            .committed_bundle_rows_untimed(actor, bundle_seq, after_row_ordinal, max_rows)
+            .await;
+        watch.total(
+            result.as_ref().map_or(0, |r| r.rows.len() as i64),
+            result.is_err(),
+        );
+        result
+    }
+
+    async fn committed_bundle_rows_untimed(
+        &self,
+        actor: &Actor,
+        bundle_seq: i64,
+        after_row_ordinal: Option<i64>,
+        max_rows: i64,
+    ) -> Result<CommittedBundleRowsResponse, CommittedRowsError> {
         let _guard = self.lifecycle.begin()?;
         if bundle_seq <= 0 {
             return Err(CommittedRowsError::Invalid(

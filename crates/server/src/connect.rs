@@ -20,6 +20,17 @@ impl SyncService {
         actor: &Actor,
         request: Option<&ConnectRequest>,
     ) -> Result<ConnectResponse, ConnectError> {
+        let watch = crate::stages::Stopwatch::start(self, "connect");
+        let result = self.connect_untimed(actor, request).await;
+        watch.total(result.as_ref().map_or(0, |_| 1), result.is_err());
+        result
+    }
+
+    async fn connect_untimed(
+        &self,
+        actor: &Actor,
+        request: Option<&ConnectRequest>,
+    ) -> Result<ConnectResponse, ConnectError> {
         let _guard = self.lifecycle.begin()?;
         let Some(request) = request else {
             return Err(ConnectError::Invalid(

@@ -35,6 +35,7 @@ mod push;
 mod scope;
 mod scope_write;
 mod snapshot;
+mod stages;
 mod status;
 mod sweeper;
 mod watch;

@@ -34,27 +34,17 @@ struct Stages<'a> {
 
 impl Stages<'_> {
     fn record(&self, stage: &'static str, started: Instant, count: i64, error: bool) {
-        let timing = StageTiming {
-            operation: "pull",
-            stage,
-            duration: started.elapsed(),
-            count,
-            attempt: 0,
-            error,
-        };
-        if let Some(metrics) = &self.service.config.stage_metrics {
-            (metrics.0)(&timing);
-        }
-        if self.service.config.log_stage_timings {
-            tracing::debug!(
-                operation = timing.operation,
-                stage = timing.stage,
-                duration_us = u64::try_from(timing.duration.as_micros()).unwrap_or(u64::MAX),
-                count = timing.count,
-                error = timing.error,
-                "oversync stage timing"
-            );
-        }
+        crate::stages::record(
+            self.service,
+            &StageTiming {
+                operation: "pull",
+                stage,
+                duration: started.elapsed(),
+                count,
+                attempt: 0,
+                error,
+            },
+        );
     }
 }
 

@@ -328,6 +328,17 @@ impl SyncService {
         actor: &Actor,
         request: Option<&SnapshotSessionCreateRequest>,
     ) -> Result<SnapshotSession, SnapshotCreateError> {
+        let watch = crate::stages::Stopwatch::start(self, "snapshot_create");
+        let result = self.create_snapshot_session_untimed(actor, request).await;
+        watch.total(result.as_ref().map_or(0, |r| r.row_count), result.is_err());
+        result
+    }
+
+    async fn create_snapshot_session_untimed(
+        &self,
+        actor: &Actor,
+        request: Option<&SnapshotSessionCreateRequest>,
+    ) -> Result<SnapshotSession, SnapshotCreateError> {
         let _guard = self.lifecycle.begin()?;
         let replacement = request.and_then(|r| r.source_replacement.as_ref());
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;

@@ -340,8 +340,11 @@ async fn pull_reports_its_stages() {
     let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
     let sink = Arc::clone(&seen);
     let w = World::with_config(ServiceConfig {
+        // Every operation reports stages now; this test pins pull's (§10.1).
         stage_metrics: Some(oversync_server::StageMetrics(Arc::new(move |t| {
-            sink.lock().unwrap().push(t.stage)
+            if t.operation == "pull" {
+                sink.lock().unwrap().push(t.stage);
+            }
         }))),
         ..ServiceConfig::default()
     })

@@ -20,6 +20,23 @@ impl SyncService {
         push_id: &str,
         request: &PushSessionChunkRequest,
     ) -> Result<PushSessionChunkResponse, PushChunkError> {
+        let watch = crate::stages::Stopwatch::start(self, "push_chunk");
+        let result = self
+            .upload_push_chunk_untimed(actor, push_id, request)
+            .await;
+        watch.total(
+            result.as_ref().map_or(0, |_| request.rows.len() as i64),
+            result.is_err(),
+        );
+        result
+    }
+
+    async fn upload_push_chunk_untimed(
+        &self,
+        actor: &Actor,
+        push_id: &str,
+        request: &PushSessionChunkRequest,
+    ) -> Result<PushSessionChunkResponse, PushChunkError> {
         let _guard = self.lifecycle.begin()?;
         if request.start_row_ordinal < 0 {
             return Err(PushChunkError::Invalid(

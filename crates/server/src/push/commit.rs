@@ -28,6 +28,17 @@ impl SyncService {
         actor: &Actor,
         push_id: &str,
     ) -> Result<PushSessionCommitResponse, PushCommitError> {
+        let watch = crate::stages::Stopwatch::start(self, "push_commit");
+        let result = self.commit_push_session_untimed(actor, push_id).await;
+        watch.total(result.as_ref().map_or(0, |r| r.row_count), result.is_err());
+        result
+    }
+
+    async fn commit_push_session_untimed(
+        &self,
+        actor: &Actor,
+        push_id: &str,
+    ) -> Result<PushSessionCommitResponse, PushCommitError> {
         let _guard = self.lifecycle.begin()?;
         let id = parse_push_id(push_id)?;
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;
@@ -57,6 +68,7 @@ impl SyncService {
         db::apply_lock_timeout(&tx, self.limits.upload_lock_timeout).await?;
         let session = load_session(&tx, actor, push_id, id).await?;
 
+        let mut watch = crate::stages::Stopwatch::start(self, "push_commit");
         let load = tx
             .prepare_cached(
                 "SELECT r.row_ordinal, r.table_id, r.key_bytes, r.op_code, r.base_bundle_seq,
@@ -134,6 +146,7 @@ impl SyncService {
             });
         }
 
+        watch.lap("load_staged_rows", staged_count);
         tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
             .await
             .ctx("defer constraints")?;
@@ -202,8 +215,10 @@ impl SyncService {
             }
         }
 
+        watch.lap("check_conflicts", staged_count);
         let staged: Vec<StagedRow<'_>> = rows.into_iter().map(|c| c.row).collect();
         apply_rows(&tx, user_id, &staged).await?;
+        watch.lap("apply_rows", staged_count);
         let bundle = capture::finalize(
             self,
             &tx,
@@ -216,6 +231,7 @@ impl SyncService {
         .ok_or_else(|| {
             Failure::Invalid("push session produced no captured business-table effects".to_owned())
         })?;
+        watch.lap("finalize_bundle", bundle.row_count);
         capture::activate_source(
             &tx,
             user_id,
@@ -234,12 +250,13 @@ impl SyncService {
         if session.initialization_id.is_some() {
             scope::mark_initialized(&tx, session.user_pk, &session.source_id).await?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| match rejected_data(&e, "at commit") {
-                Some(message) => Failure::Invalid(message),
-                None => Failure::Internal(InternalError::with_source("commit push session", e)),
-            })?;
+        watch.lap("bookkeeping", 1);
+        let committed = tx.commit().await;
+        watch.lap("commit", bundle.row_count);
+        committed.map_err(|e| match rejected_data(&e, "at commit") {
+            Some(message) => Failure::Invalid(message),
+            None => Failure::Internal(InternalError::with_source("commit push session", e)),
+        })?;
         Ok(PushSessionCommitResponse {
             bundle_seq: bundle.bundle_seq,
             source_id: bundle.source_id,

@@ -23,6 +23,20 @@ impl SyncService {
         actor: &Actor,
         request: &PushSessionCreateRequest,
     ) -> Result<PushSessionCreateResponse, PushCreateError> {
+        let watch = crate::stages::Stopwatch::start(self, "push_create");
+        let result = self.create_push_session_untimed(actor, request).await;
+        watch.total(
+            result.as_ref().map_or(0, |r| r.planned_row_count),
+            result.is_err(),
+        );
+        result
+    }
+
+    async fn create_push_session_untimed(
+        &self,
+        actor: &Actor,
+        request: &PushSessionCreateRequest,
+    ) -> Result<PushSessionCreateResponse, PushCreateError> {
         let _guard = self.lifecycle.begin()?;
         if request.source_bundle_id <= 0 {
             return Err(PushCreateError::Invalid(
