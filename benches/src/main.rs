@@ -164,6 +164,17 @@ async fn run(config: Config) -> Result<(), BoxError> {
         ServiceConfig {
             registered_tables: vec![RegisteredTable::new("bench", "items", "id")],
             max_rows_per_push_chunk: CHUNK as i64,
+            // The commit's inner stages, to see where a slow push spends its time.
+            stage_metrics: Some(oversync_server::StageMetrics(std::sync::Arc::new(|t| {
+                if t.operation == "push_commit" {
+                    eprintln!(
+                        "    push_commit {:<18} {:>8.1} ms  ({} rows)",
+                        t.stage,
+                        t.duration.as_secs_f64() * 1e3,
+                        t.count
+                    );
+                }
+            }))),
             ..ServiceConfig::default()
         },
     )?;
