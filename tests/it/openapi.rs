@@ -177,6 +177,23 @@ async fn responses_validate_against_the_reference_schemas() {
         .call(Method::GET, "/sync/committed-bundles/9/rows", None)
         .await;
     assert_matches(&components, "ErrorResponse", &error.json());
+
+    let snapshot = device
+        .call(Method::POST, "/sync/snapshot-sessions", None)
+        .await
+        .json();
+    assert_matches(&components, "SnapshotSession", &snapshot);
+    let snapshot_id = snapshot["snapshot_id"].as_str().unwrap();
+    let chunk = device
+        .call(
+            Method::GET,
+            &format!("/sync/snapshot-sessions/{snapshot_id}"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(chunk["rows"].as_array().unwrap().len(), 1);
+    assert_matches(&components, "SnapshotChunkResponse", &chunk);
 }
 
 #[tokio::test]
