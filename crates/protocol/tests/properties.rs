@@ -115,3 +115,52 @@ proptest! {
         prop_assert_eq!(key::decode_key_bytes(SyncKeyKind::Text, &stored).unwrap(), text);
     }
 }
+
+/// Arbitrary bytes, biased towards JSON-looking input so the parsers get past the first byte.
+fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<Vec<u8>>(),
+        json_value().prop_map(|v| {
+            let mut bytes = serde_json::to_vec(&v).unwrap();
+            // Truncate or corrupt some of them.
+            if bytes.len() > 2 && bytes[0] % 3 == 0 {
+                bytes.truncate(bytes.len() / 2);
+            }
+            bytes
+        }),
+        "[\\[\\]{}\":,0-9a-z\\\\ .eE+-]{0,64}".prop_map(String::into_bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Request bodies come from the network: every decoder answers with a value or an error,
+    /// never a panic.
+    #[test]
+    fn request_decoders_never_panic_on_hostile_bodies(body in hostile_bytes()) {
+        use oversync_protocol::json::{decode_lenient, decode_strict_optional};
+        use oversync_protocol::wire::{
+            ConnectRequest, PushSessionChunkRequest, PushSessionCreateRequest,
+            SnapshotSessionCreateRequest,
+        };
+        let _ = decode_lenient::<ConnectRequest>(&body);
+        let _ = decode_lenient::<PushSessionCreateRequest>(&body);
+        let _ = decode_lenient::<PushSessionChunkRequest>(&body);
+        let _ = decode_strict_optional::<SnapshotSessionCreateRequest>(&body);
+        let _ = gcj::canonicalize(&body);
+        let _ = oversync_protocol::error::ErrorBody::decode(&body);
+    }
+
+    /// Queries and path segments come from the network too.
+    #[test]
+    fn query_and_integer_parsers_never_panic(raw in any::<String>()) {
+        let query = oversync_protocol::wire::parse_query(&raw);
+        let _ = query.get_i64("after_bundle_seq");
+        let _ = oversync_protocol::wire::parse_i64_param(&raw);
+        let _ = key::decode_local_uuid_lenient(&raw);
+        let _ = key::decode_wire_uuid_strict(&raw);
+        let _ = oversync_protocol::codec::base64_decode_lenient(&raw);
+        let _ = oversync_protocol::codec::bytea_pg_to_wire(&raw);
+    }
+}
