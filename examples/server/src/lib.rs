@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod process;
 pub mod routes;
 pub mod schema;
 
