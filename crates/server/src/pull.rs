@@ -121,9 +121,17 @@ impl SyncService {
 
         let started = Instant::now();
         let user_id = actor.user_id();
-        let floor_check = [request.after_bundle_seq, request.target_bundle_seq]
-            .into_iter()
-            .find(|&seq| seq > 0 && seq <= history.floor);
+        // §13 item 10: a checkpoint of 0 is below any positive floor too. The reference skips
+        // it, so a device that attached to an empty scope and stayed offline while history
+        // was pruned silently missed the pruned bundles and diverged for good; it must
+        // rebuild instead.
+        let floor_check = if request.after_bundle_seq == 0 && history.floor > 0 {
+            Some(0)
+        } else {
+            [request.after_bundle_seq, request.target_bundle_seq]
+                .into_iter()
+                .find(|&seq| seq > 0 && seq <= history.floor)
+        };
         stages.record("retained_floor_check", started, 1, floor_check.is_some());
         if let Some(seq) = floor_check {
             return Err(checkpoint_pruned(user_id, seq, history.floor));

@@ -270,8 +270,37 @@ async fn retention_prunes_old_bundles_but_keeps_row_state() {
     );
     // A checkpoint equal to the floor is refused too (§13 item 11, kept for compatibility).
     assert!(w.service.pull(&a, after(2, 0, 0)).await.is_err());
-    let pulled = w.service.pull(&a, after(0, 0, 0)).await.unwrap();
-    assert_eq!(pulled.bundles.len(), 1);
+}
+
+#[tokio::test]
+async fn pull_from_checkpoint_zero_below_a_pruned_floor_answers_history_pruned_instead_of_skipping_bundles()
+ {
+    // §13 item 10, found by the convergence suite: a device that attached to an empty scope
+    // and stayed offline while history was pruned pulled from 0, got only the retained
+    // bundles and never learned about the pruned ones.
+    let w = World::with_config(ServiceConfig {
+        retained_bundles_per_user: 1,
+        ..ServiceConfig::default()
+    })
+    .await;
+    let a = actor("alice", "dev-1");
+    w.init(&a).await;
+    let empty = w.service.pull(&a, after(0, 0, 0)).await.unwrap();
+    assert_eq!((empty.stable_bundle_seq, empty.bundles.len()), (0, 0));
+    for n in 1..=3 {
+        w.push(&a, n, vec![insert("docs", &format!("d{n}"), "{}")])
+            .await
+            .unwrap();
+    }
+    let err = w.service.pull(&a, after(0, 0, 0)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::HistoryPruned);
+    assert_eq!(
+        err.to_string(),
+        "requested checkpoint 0 is older than retained history floor 2 for user alice"
+    );
+    // A retained checkpoint still pulls.
+    let pulled = w.service.pull(&a, after(3, 0, 0)).await.unwrap();
+    assert_eq!((pulled.stable_bundle_seq, pulled.bundles.len()), (3, 0));
 }
 
 #[tokio::test]
