@@ -9,7 +9,8 @@
 //! connection) at a step, then reopening the same file: a step is interrupted either by the
 //! transport wrapper [`Faulty`] (a request never sent, or sent with its response lost, after
 //! which the "dead" process sends nothing more) or by a TEMP trigger on the client's own
-//! connection that aborts one of its local transactions.
+//! connection that aborts one of its local transactions. The device harness (dumps, [`Faulty`],
+//! [`Device`]) is shared with the randomized `convergence` suite.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,8 +25,8 @@ use oversync_protocol::wire::{
 };
 use oversync_sqlite::{
     AttachOutcome, AttachStatus, Client, Config, DetachOutcome, HttpOptions, HttpTransport,
-    NetworkErrorKind, PushOutcome, RemoteOutcome, StaticToken, SyncTable, Transport,
-    TransportError,
+    NetworkErrorKind, PushOutcome, RemoteOutcome, Resolver, ServerWins, StaticToken, SyncTable,
+    Transport, TransportError,
 };
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS typed_rows (
 
 /// How a column is rendered in a dump, chosen so that equal data on both sides renders equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// TEXT locally, text on the server.
     Text,
     /// TEXT (dashed UUID) locally, `uuid` on the server.
@@ -85,7 +86,7 @@ enum Kind {
 use Kind::{Bytes, Int, Real, Text, Time, Uuid, UuidBlob};
 
 /// The eight managed tables in configuration order, with their columns.
-const TABLES: &[(&str, &[(&str, Kind)])] = &[
+pub(crate) const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
         "users",
         &[
@@ -144,7 +145,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 
 /// A deterministic UUID, `n` in its last group (scopes are per user, so ids may repeat across
 /// tests).
-fn uid(n: u32) -> String {
+pub(crate) fn uid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
@@ -155,12 +156,12 @@ fn blob_uid(n: u32) -> String {
 
 /// A timestamp in exactly the form the server renders `timestamptz` (UTC session), so that a
 /// locally written value equals its synced value.
-const T0: &str = "2026-03-24T18:42:11+00:00";
+pub(crate) const T0: &str = "2026-03-24T18:42:11+00:00";
 
 // --- dumps ---------------------------------------------------------------------------------
 
 /// Table name → its rows, each row rendered canonically, sorted.
-type Dump = BTreeMap<&'static str, Vec<String>>;
+pub(crate) type Dump = BTreeMap<&'static str, Vec<String>>;
 
 fn render_local(kind: Kind, value: ValueRef<'_>) -> String {
     match value {
@@ -207,7 +208,7 @@ fn dump_local(conn: &Connection) -> Dump {
 }
 
 /// The `business.*` rows of `user`'s scope, rendered like [`dump_local`].
-async fn dump_server(server: &TestServer, user: &str) -> Dump {
+pub(crate) async fn dump_server(server: &TestServer, user: &str) -> Dump {
     let pg = server.pool.get().await.unwrap();
     let mut dump = Dump::new();
     for (table, columns) in TABLES {
@@ -279,7 +280,7 @@ async fn bundle_log(server: &TestServer, user: &str) -> Vec<(String, i64)> {
 
 /// How the request chosen to "crash" behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
+pub(crate) enum Cut {
     /// The process dies before the request leaves.
     BeforeSend,
     /// The request reaches the server; the process dies before it reads the response.
@@ -306,7 +307,7 @@ struct Plan {
 /// first request to one endpoint): after that request it behaves like a dead process (every
 /// later call fails without being sent).
 #[derive(Clone)]
-struct Faulty {
+pub(crate) struct Faulty {
     inner: HttpTransport,
     plan: Arc<Mutex<Plan>>,
 }
@@ -506,10 +507,10 @@ impl Transport for Faulty {
 
 /// Page sizes of a device: small ones multiply the steps a crash can interrupt.
 #[derive(Debug, Clone, Copy)]
-struct Pages {
-    upload: u32,
-    download: u32,
-    snapshot: u32,
+pub(crate) struct Pages {
+    pub(crate) upload: u32,
+    pub(crate) download: u32,
+    pub(crate) snapshot: u32,
 }
 
 const DEFAULT_PAGES: Pages = Pages {
@@ -519,13 +520,14 @@ const DEFAULT_PAGES: Pages = Pages {
 };
 
 /// One SQLite file with a client of one user over real HTTP.
-struct Device {
-    name: String,
-    path: PathBuf,
-    user: String,
+pub(crate) struct Device {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) user: String,
     base_url: String,
     token: String,
     pages: Pages,
+    resolver: Arc<dyn Resolver>,
     plan: Arc<Mutex<Plan>>,
     client: Option<Client<Faulty>>,
 }
@@ -534,6 +536,18 @@ impl Device {
     /// A new database file `name`.sqlite in `dir` with the example schema and an opened (not
     /// attached) client.
     async fn new(server: &TestServer, dir: &Path, name: &str, user: &str, pages: Pages) -> Device {
+        Device::with_resolver(server, dir, name, user, pages, Arc::new(ServerWins)).await
+    }
+
+    /// [`Device::new`] with `resolver` deciding push conflicts (kept across restarts).
+    pub(crate) async fn with_resolver(
+        server: &TestServer,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        pages: Pages,
+        resolver: Arc<dyn Resolver>,
+    ) -> Device {
         let mut device = Device {
             name: name.to_owned(),
             path: dir.join(format!("{name}.sqlite")),
@@ -541,6 +555,7 @@ impl Device {
             base_url: server.url(""),
             token: server.token(user).await,
             pages,
+            resolver,
             plan: Arc::default(),
             client: None,
         };
@@ -549,7 +564,7 @@ impl Device {
     }
 
     /// (Re)opens the file with a fresh connection and client, and runs `open`.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let conn = Connection::open(&self.path).unwrap();
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .unwrap();
@@ -574,24 +589,30 @@ impl Device {
         config.upload_limit = self.pages.upload;
         config.download_limit = self.pages.download;
         config.snapshot_chunk_rows = self.pages.snapshot;
+        config.resolver = Arc::clone(&self.resolver);
         let client = Client::new(conn, transport, config).await.unwrap();
         client.open().await.unwrap();
         self.client = Some(client);
     }
 
-    fn client(&self) -> &Client<Faulty> {
+    pub(crate) fn client(&self) -> &Client<Faulty> {
         self.client.as_ref().unwrap()
     }
 
+    /// The client, unless the device was killed and not restarted.
+    pub(crate) fn client_if_running(&self) -> Option<&Client<Faulty>> {
+        self.client.as_ref()
+    }
+
     /// Attaches to the device's user and asserts it connected.
-    async fn attach(&self) -> AttachOutcome {
+    pub(crate) async fn attach(&self) -> AttachOutcome {
         let result = self.client().attach(&self.user).await.unwrap();
         assert_eq!(result.status, AttachStatus::Connected, "{}", self.name);
         result.outcome.unwrap()
     }
 
     /// Makes the `n`-th request from now the crash point.
-    fn crash_at_request(&self, n: u32, cut: Cut) {
+    pub(crate) fn crash_at_request(&self, n: u32, cut: Cut) {
         let mut plan = self.plan.lock().unwrap();
         let n = plan.calls + n;
         plan.crash_at = Some((n, cut));
@@ -608,22 +629,22 @@ impl Device {
     }
 
     /// Requests sent (or attempted) since the client was started, by endpoint.
-    fn requests(&self) -> Vec<&'static str> {
+    pub(crate) fn requests(&self) -> Vec<&'static str> {
         self.plan.lock().unwrap().log.clone()
     }
 
     /// Whether the planned request crash happened.
-    fn crashed(&self) -> bool {
+    pub(crate) fn crashed(&self) -> bool {
         self.plan.lock().unwrap().dead
     }
 
     /// The process dies: the client and its connection are dropped, nothing is closed cleanly.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.client = None;
     }
 
     /// Kills and restarts the client on the same file, then resumes the binding (no network).
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         self.start().await;
         assert_eq!(self.attach().await, AttachOutcome::ResumedAttachedState);
@@ -636,7 +657,7 @@ impl Device {
     }
 
     /// Runs `sql` through the client's connection (captured by its triggers).
-    async fn exec(&self, sql: &str) {
+    pub(crate) async fn exec(&self, sql: &str) {
         let sql = sql.to_owned();
         self.client()
             .with_connection(move |c| c.execute_batch(&sql))
@@ -655,7 +676,7 @@ impl Device {
             .unwrap()
     }
 
-    async fn dump(&self) -> Dump {
+    pub(crate) async fn dump(&self) -> Dump {
         self.client()
             .with_connection(|c| dump_local(c))
             .await
@@ -667,7 +688,7 @@ impl Device {
     }
 
     /// Sync state for failure messages (STYLE.md §11: print diagnostics before failing).
-    async fn diagnostics(&self) -> String {
+    pub(crate) async fn diagnostics(&self) -> String {
         self.client()
             .with_connection(|c| {
                 c.query_row(
@@ -994,7 +1015,7 @@ async fn no_op_dirty_row_does_not_block_the_next_pull() {
 
 /// Where a simulated crash interrupts the client.
 #[derive(Debug, Clone, Copy)]
-enum Crash {
+pub(crate) enum Crash {
     /// At the n-th request of the operation.
     Request(u32, Cut),
     /// Inside one of the client's local transactions: a TEMP trigger on the client's
@@ -1004,7 +1025,7 @@ enum Crash {
 
 /// The client's local transactions of a push, each aborted by a trigger
 /// (name, `ON … [WHEN …]` clause).
-const PUSH_LOCAL_STEPS: &[(&str, &str)] = &[
+pub(crate) const PUSH_LOCAL_STEPS: &[(&str, &str)] = &[
     ("freeze", "BEFORE INSERT ON _sync_outbox_rows"),
     (
         "persist committed_remote",
@@ -1026,7 +1047,7 @@ const PUSH_LOCAL_STEPS: &[(&str, &str)] = &[
 ];
 
 /// Page sizes that split a bundle of the scenarios into several chunks and pages.
-const SMALL_PAGES: Pages = Pages {
+pub(crate) const SMALL_PAGES: Pages = Pages {
     upload: 3,
     download: 3,
     snapshot: 3,
@@ -1034,7 +1055,7 @@ const SMALL_PAGES: Pages = Pages {
 
 impl Device {
     /// Arms `crash` for the next operation.
-    async fn arm(&self, crash: Crash) {
+    pub(crate) async fn arm(&self, crash: Crash) {
         match crash {
             Crash::Request(n, cut) => self.crash_at_request(n, cut),
             Crash::Local(name, on) => {
@@ -1048,7 +1069,7 @@ impl Device {
     }
 
     /// Whether an armed local crash fired (its trigger aborted a statement).
-    fn crash_reached(&self, crash: Crash, error: Option<&str>) -> bool {
+    pub(crate) fn crash_reached(&self, crash: Crash, error: Option<&str>) -> bool {
         match crash {
             Crash::Request(..) => self.crashed(),
             Crash::Local(..) => error.is_some_and(|e| e.contains("injected crash")),

@@ -8,6 +8,7 @@
 
 mod client_background;
 mod client_e2e;
+mod convergence;
 mod example_routes;
 mod http_adapter;
 mod http_snapshot;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use oversync_example::config::ExampleConfig;
-use oversync_server::SyncService;
+use oversync_server::{ServiceConfig, SyncService};
 use oversync_testkit::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -78,6 +78,12 @@ impl Reply {
 impl TestServer {
     /// Starts a server on a fresh database.
     pub(crate) async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server on a fresh database with the example's service configuration changed
+    /// by `configure` (e.g. a small retention window).
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut ServiceConfig)) -> TestServer {
         let database = oversync_testkit::test_database().await.unwrap();
         let manager = Manager::from_config(
             database.config(),
@@ -91,9 +97,16 @@ impl TestServer {
             jwt_secret: SECRET.to_owned(),
             ..ExampleConfig::default()
         };
-        let example = oversync_example::build(pool.clone(), &config, None)
-            .await
-            .unwrap();
+        let mut service_config = oversync_example::service_config(&config);
+        configure(&mut service_config);
+        let example = oversync_example::build_with_service_config(
+            pool.clone(),
+            &config,
+            service_config,
+            None,
+        )
+        .await
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = example.router;

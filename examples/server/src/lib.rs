@@ -77,6 +77,18 @@ pub async fn build(
     config: &ExampleConfig,
     metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 ) -> Result<Example, BuildError> {
+    build_with_service_config(pool, config, service_config(config), metrics).await
+}
+
+/// [`build`] with an explicit service configuration (e.g. a test's small retention window);
+/// it should start from [`service_config`] so that the registered tables and watch settings
+/// stay the example's.
+pub async fn build_with_service_config(
+    pool: Pool,
+    config: &ExampleConfig,
+    service: ServiceConfig,
+    metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+) -> Result<Example, BuildError> {
     {
         let conn = pool
             .get()
@@ -86,7 +98,7 @@ pub async fn build(
             .await
             .map_err(|e| BuildError::Schema(e.to_string()))?;
     }
-    let service = Arc::new(SyncService::new(pool.clone(), service_config(config))?);
+    let service = Arc::new(SyncService::new(pool.clone(), service)?);
     service.bootstrap().await?;
     let keys = JwtKeys::new(&config.jwt_secret);
     let state = ExampleState {
