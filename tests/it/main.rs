@@ -8,6 +8,7 @@
 
 mod client_background;
 mod client_e2e;
+mod client_numbers;
 mod convergence;
 mod example_routes;
 mod http_adapter;
