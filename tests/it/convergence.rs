@@ -31,28 +31,25 @@
 //! (a team's captain, the teams ↔ team_members cycle, inserted in either order in one
 //! transaction); anyone updates non-key columns of any row and deletes leaf rows (posts, file
 //! reviews, typed rows); `typed_rows` uses a small shared id pool so devices insert the same
-//! key concurrently. The server writer deletes leaf rows only. Writers other than the owner
-//! update only rows that reference nothing and that no row references without a cascade
-//! (files, posts without author, root categories) and the shared typed rows: a known client limitation (not fixed, see below)
-//! wedges a device otherwise.
+//! key concurrently. The server writer deletes leaf rows only.
 //!
-//! **Known limitation kept clear of.** When the owner deletes a parent with its cascade
-//! while another writer updates a child (or the team of the teams ↔ team_members cycle), a
-//! server-wins (or last-writer-wins) resolution of the owner's push restores the server's
-//! child row locally although its parent is deleted locally; the resolution transaction then
-//! fails at COMMIT with `FOREIGN KEY constraint failed`, the outbox stays prepared, and every
-//! later push repeats the conflict and the failure (no typed error, no required action).
-//! The mirror case wedges too: a stale update of a user whose owner deleted it with its
-//! posts; accepting the server's tombstone deletes the user locally while its posts are still
-//! there. Seeds 1592590338 and 1592590364 with 300 operations reproduced them before the
-//! schedule was restricted.
+//! **Resolutions against a local foreign key.** Because anyone updates any row, a
+//! server-wins or last-writer-wins resolution regularly meets a row whose server state
+//! contradicts a local foreign key: the owner deleted a team or category with its cascade
+//! while another device updated it or a child, or a device's stale update meets a user its
+//! owner deleted with its posts. The client used to wedge there (seeds 1592590338 and
+//! 1592590364 with 300 operations); it now drops that row's intent and leaves business rows
+//! consistent, and when the server's row references a row it deleted without a cascade it
+//! also drops that DELETE and answers `ConflictRequiresRebuild` (see
+//! `oversync-sqlite`'s `engine::conflict`).
 //!
 //! **Refusals the host handles.** A client-wins device whose stale UPDATE meets a row deleted
 //! elsewhere gets `InvalidConflictResolution` (keep-local cannot resurrect a row, §5.3); the
 //! test host then accepts the deletion by deleting the row locally (with the posts of a user
 //! and the team a member captains). `PushConflictRetryExhausted` is retried by the next sync,
 //! pulls refused for pending local changes wait for the next push, and a required rebuild or
-//! attach is performed. Any other error fails the case.
+//! attach is performed (a rebuild refused for pending local changes waits for the next push
+//! too: the durable gate makes the next pull ask again). Any other error fails the case.
 //!
 //! **Acknowledged writes.** An *intent* is the content a device holds for one row (or its
 //! absence) when a push starts, for every row in its dirty set or outbox (except an absent
@@ -706,17 +703,12 @@ impl Gen {
         }
     }
 
-    /// An update of non-key columns of a visible row: any of the owner's rows, or a row of
-    /// another owner that references nothing (see [`Gen::shared_update`]).
-    fn update_any(&mut self, view: &View, owner: u64, sql: &Sql) -> Option<Write> {
+    /// An update of non-key columns of any visible row, whoever owns it.
+    fn update_any(&mut self, view: &View, _owner: u64, sql: &Sql) -> Option<Write> {
         let candidates: Vec<(&'static str, u64)> = view
             .iter()
             .filter(|(t, _)| **t != "typed_rows")
-            .flat_map(|(t, rows)| {
-                rows.iter()
-                    .filter(|(id, fk)| owner_of(*id) == owner || Self::shared_update(t, *fk))
-                    .map(|(id, _)| (*t, *id))
-            })
+            .flat_map(|(t, rows)| rows.iter().map(|(id, _)| (*t, *id)))
             .collect();
         let (table, id) = self.pick(&candidates)?;
         let w = self.word();
@@ -742,23 +734,6 @@ impl Gen {
             ),
             touched: vec![(table, id)],
         })
-    }
-
-    /// Whether a writer other than the owner may update a row of `table` with foreign key
-    /// `fk`: only rows that reference nothing and whose reference cannot change. A server-wins
-    /// resolution of the owner's cascading delete against such an update restores the row
-    /// locally; were the row to reference a parent the same cascade deleted, that local
-    /// restore fails at COMMIT on the foreign key and the push is wedged for good (see the
-    /// module doc), so the schedule keeps clear of it.
-    fn shared_update(table: &str, fk: Option<u64>) -> bool {
-        match table {
-            // Not users: the owner deletes a user together with its posts, and a server-wins
-            // resolution of a stale update of the user deletes it locally alone, which the
-            // posts' foreign key refuses at COMMIT (the same wedge as below).
-            "files" => true,
-            "posts" | "categories" => fk.is_none(),
-            _ => false,
-        }
     }
 
     /// A delete: any leaf row, or (when `parents`) one of the owner's own referable rows.
@@ -1498,6 +1473,9 @@ impl<'s> Sim<'s> {
         self.stats.recoveries += 1;
         match self.devices[i].device.client().rebuild().await {
             Ok(report) => self.note(format!("{name}: rebuild {:?}", report.outcome)),
+            Err(e) if e.required_action() == Some(RequiredAction::Push) => {
+                self.note(format!("{name}: rebuild waits for a push: {e}"));
+            }
             Err(e) => panic!(
                 "{}",
                 self.report(&format!("{name}: rebuild failed: {e}")).await

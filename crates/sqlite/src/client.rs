@@ -1151,12 +1151,28 @@ impl<T: Transport> Client<T> {
                 .db(move |conn, catalog| engine::conflict::apply(conn, catalog, &c, &r))
                 .await?
                 .map_err(step_to_push)?;
-            if let engine::conflict::Applied::Invalid(message) = applied {
-                return Err(PushError::InvalidConflictResolution {
-                    conflict: Box::new(context),
-                    result: Box::new(result),
+            match applied {
+                engine::conflict::Applied::Resolved
+                | engine::conflict::Applied::Deferred { rebuild: false, .. } => {}
+                engine::conflict::Applied::Invalid(message) => {
+                    return Err(PushError::InvalidConflictResolution {
+                        conflict: Box::new(context),
+                        result: Box::new(result),
+                        message,
+                    });
+                }
+                engine::conflict::Applied::Deferred {
+                    rebuild: true,
                     message,
-                });
+                } => {
+                    ChangeBatch::new(&self.changes, ChangeSource::ConflictResolution)
+                        .tables
+                        .insert(context.table.clone());
+                    return Err(PushError::ConflictRequiresRebuild {
+                        conflict: Box::new(context),
+                        message,
+                    });
+                }
             }
             ChangeBatch::new(&self.changes, ChangeSource::ConflictResolution)
                 .tables

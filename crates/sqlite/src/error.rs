@@ -445,6 +445,20 @@ pub enum PushError {
         /// Why the answer cannot be applied.
         message: String,
     },
+    /// The resolver accepted the server's state of a row, but that state contradicts other
+    /// local intent: the server's row references a row this device deleted without a cascade
+    /// (e.g. the captain of a team whose deletion lost the conflict). Business rows were left
+    /// as they were, the conflicting key's intent and the contradicted DELETEs were dropped
+    /// (neither was ever acknowledged), every other intent is queued, and the rebuild gate is
+    /// set: `rebuild` (after a push of the queued intent) restores the server's rows. Pulls
+    /// answer `RebuildRequired` until then. Fault: concurrent writers.
+    #[error("conflict resolution requires a rebuild: {message}")]
+    ConflictRequiresRebuild {
+        /// What the resolver was asked.
+        conflict: Box<crate::conflict::ConflictContext>,
+        /// What was dropped and why.
+        message: String,
+    },
     /// Conflicts persisted through the automatic retries (§5.5). The outbox is empty and every
     /// surviving intent is a dirty row, so a later push continues. Fault: concurrent writers.
     #[error(
@@ -492,7 +506,8 @@ impl PushError {
             PushError::AttachRequired
             | PushError::RebuildRequired
             | PushError::InitializationLeaseInvalid { .. } => Some(RequiredAction::Attach),
-            PushError::SourceRecoveryRequired { .. } => Some(RequiredAction::Rebuild),
+            PushError::SourceRecoveryRequired { .. }
+            | PushError::ConflictRequiresRebuild { .. } => Some(RequiredAction::Rebuild),
             PushError::Snapshot(SnapshotError::AttachRequired { .. }) => {
                 Some(RequiredAction::Attach)
             }

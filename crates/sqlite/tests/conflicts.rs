@@ -702,3 +702,274 @@ async fn last_writer_wins_adopts_the_server_row_when_its_updated_at_is_later() {
     assert_eq!(report.outcome, PushOutcome::NoChange);
     assert_eq!(one(&f, "SELECT body FROM notes").await, "server");
 }
+
+// --- resolutions that would break a local foreign key (never a wedge) ----------------------
+
+const CATEGORIES_SQL: &str = "
+CREATE TABLE categories (id TEXT PRIMARY KEY, name TEXT,
+    parent_id TEXT REFERENCES categories(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+";
+
+const TEAMS_SQL: &str = "
+CREATE TABLE teams (id TEXT PRIMARY KEY, name TEXT,
+    captain TEXT REFERENCES members(id) DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT,
+    team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+";
+
+fn tables(names: &[&str]) -> Config {
+    let mut c = config();
+    c.tables = names
+        .iter()
+        .map(|n| oversync_sqlite::SyncTable::new(*n, "id"))
+        .collect();
+    c
+}
+
+async fn gate(f: &Fixture) -> String {
+    one(
+        f,
+        "SELECT '' || rebuild_required FROM _sync_attachment_state",
+    )
+    .await
+}
+
+/// Case 1 of the wedge, with a cascading foreign key: this device deleted a category with
+/// its child; another device updated the child. Accepting the server's child restores it
+/// under a parent deleted here. Before the fix the resolution failed at COMMIT on the
+/// foreign key and every later push repeated the conflict. Now the child's intent and the
+/// parent's DELETE are dropped (pushing the DELETE would cascade away the concurrent update
+/// the resolver kept), business rows stay consistent, and the host is told to rebuild.
+#[tokio::test]
+async fn server_wins_for_a_child_of_a_locally_cascaded_delete_does_not_wedge_and_keeps_the_parent()
+{
+    let f = attached_with(CATEGORIES_SQL, tables(&["categories"])).await;
+    synced(
+        &f,
+        "categories",
+        "('c1', 'Root', NULL), ('c2', 'Child', 'c1')",
+        &["c1", "c2"],
+        1,
+    )
+    .await;
+    exec(&f.client, "DELETE FROM categories WHERE id = 'c1';").await;
+    assert_eq!(counts(&f).await, "2 dirty, 0 outbox, none");
+    f.transport.push_conflicting(conflict_on(
+        "categories",
+        "c2",
+        Op::Delete,
+        1,
+        3,
+        false,
+        Some(r#"{"id":"c2","name":"Remote","parent_id":"c1"}"#),
+    ));
+    let error = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(error, PushError::ConflictRequiresRebuild { .. }),
+        "{error:?}"
+    );
+    assert_eq!(one(&f, "SELECT '' || count(*) FROM categories").await, "0");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+    assert_eq!(gate(&f).await, "1");
+    // Nothing is stuck: the next push has nothing to do, the pull asks for the rebuild.
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(
+        f.client
+            .pull_to_stable()
+            .await
+            .unwrap_err()
+            .required_action(),
+        Some(oversync_sqlite::RequiredAction::Rebuild)
+    );
+}
+
+/// Case 1 of the wedge, without a cascade: this device deleted a team (its members go by
+/// cascade) while another device renamed the team. The server's team names its captain,
+/// deleted here, and the server would refuse that member's DELETE while the team references
+/// it. The team's and the captain's intent are dropped (neither was acknowledged), the
+/// other member's DELETE stays queued, and the host is told to rebuild, which restores the
+/// server's rows.
+#[tokio::test]
+async fn server_wins_for_a_team_whose_captain_this_device_deleted_requires_a_rebuild_instead_of_wedging()
+ {
+    let f = attached_with(TEAMS_SQL, tables(&["teams", "members"])).await;
+    synced(&f, "teams", "('t1', 'Team', NULL)", &["t1"], 1).await;
+    synced(
+        &f,
+        "members",
+        "('m1', 'Cap', 't1'), ('m2', 'Other', 't1')",
+        &["m1", "m2"],
+        1,
+    )
+    .await;
+    exec_owned(
+        &f.client,
+        "UPDATE _sync_apply_state SET apply_mode = 1;
+         UPDATE teams SET captain = 'm1' WHERE id = 't1';
+         UPDATE _sync_apply_state SET apply_mode = 0;"
+            .to_owned(),
+    )
+    .await;
+    exec(&f.client, "DELETE FROM teams WHERE id = 't1';").await;
+    assert_eq!(counts(&f).await, "3 dirty, 0 outbox, none");
+    f.transport.push_conflicting(conflict_on(
+        "teams",
+        "t1",
+        Op::Delete,
+        1,
+        3,
+        false,
+        Some(r#"{"id":"t1","name":"Renamed","captain":"m1"}"#),
+    ));
+    let error = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(error, PushError::ConflictRequiresRebuild { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.required_action(),
+        Some(oversync_sqlite::RequiredAction::Rebuild)
+    );
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+    assert_eq!(dirty(&f).await, r#"members {"id":"m2"} DELETE 1 NULL"#);
+    assert_eq!(gate(&f).await, "1");
+    assert_eq!(
+        one(
+            &f,
+            "SELECT '' || (SELECT count(*) FROM teams) || (SELECT count(*) FROM members)"
+        )
+        .await,
+        "00"
+    );
+    // The queued DELETE still goes out behind the gate (§12 A1), then the rebuild restores
+    // the server's team and captain.
+    f.transport.push_ok(4);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(uploaded(&f, 1), ["members DELETE base 1 NULL"]);
+    let row = |table: &str, id: &str, payload: &str| SnapshotRow {
+        schema: "business".to_owned(),
+        table: table.to_owned(),
+        key: SyncKey::from([("id".to_owned(), id.to_owned())]),
+        row_version: 3,
+        payload: raw(payload),
+    };
+    let (mut session, mut chunk) = empty_snapshot(4);
+    chunk.rows = vec![
+        row(
+            "teams",
+            "t1",
+            r#"{"id":"t1","name":"Renamed","captain":"m1"}"#,
+        ),
+        row(
+            "members",
+            "m1",
+            r#"{"id":"m1","name":"Cap","team_id":"t1"}"#,
+        ),
+    ];
+    session.row_count = 2;
+    chunk.next_row_ordinal = 2;
+    f.transport.push(Reply::Snapshot(Ok(session)));
+    f.transport.push(Reply::SnapshotChunk(Ok(chunk)));
+    f.client.rebuild().await.unwrap();
+    assert_eq!(
+        one(
+            &f,
+            "SELECT (SELECT name || ' ' || captain FROM teams) || ', ' || (SELECT group_concat(id) FROM members)"
+        )
+        .await,
+        "Renamed m1, m1"
+    );
+    assert_eq!(gate(&f).await, "0");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+/// Case 2 of the wedge: a stale update of a user whose owner deleted it together with its
+/// posts. Accepting the server's tombstone would delete the user here while its posts are
+/// still here. The user's intent is dropped and business rows stay as they are; the pull
+/// brings the owner's bundle, which deletes posts and user together.
+#[tokio::test]
+async fn server_wins_tombstone_for_a_user_whose_posts_are_still_local_does_not_wedge_and_the_pull_deletes_both()
+ {
+    let f = locally_renamed(config()).await;
+    synced(&f, "posts", "('p1', 'u1', 'Post')", &["p1"], 1).await;
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 3, true, None));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Local");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+    assert_eq!(gate(&f).await, "0");
+    assert_eq!(
+        row_states(&f).await,
+        r#"posts {"id":"p1"} 1 0;users {"id":"u1"} 1 0"#
+    );
+    let delete = |table: &str, id: &str| BundleRow {
+        schema: "business".to_owned(),
+        table: table.to_owned(),
+        key: std::collections::BTreeMap::from([("id".to_owned(), id.to_owned())]),
+        op: Op::Delete,
+        row_version: 3,
+        payload: None,
+    };
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 3,
+        bundles: vec![sealed(Bundle {
+            bundle_seq: 3,
+            source_id: "owner".to_owned(),
+            source_bundle_id: 1,
+            row_count: 0,
+            bundle_hash: String::new(),
+            rows: vec![delete("posts", "p1"), delete("users", "u1")],
+        })],
+        has_more: false,
+    })));
+    f.client.pull_to_stable().await.unwrap();
+    assert_eq!(
+        one(
+            &f,
+            "SELECT '' || (SELECT count(*) FROM users) || (SELECT count(*) FROM posts)"
+        )
+        .await,
+        "00"
+    );
+}
+
+/// A merged row that would break a local foreign key is an invalid resolution: everything
+/// stays queued and replayable, nothing is wedged.
+#[tokio::test]
+async fn keep_merged_that_would_break_a_local_foreign_key_is_invalid_and_keeps_the_intent() {
+    let merged = r#"{"id":"p1","author":"nobody","title":"Merged"}"#;
+    let f = attached_with(
+        SCHEMA_SQL,
+        with_resolver(capture(MergeResult::KeepMerged(raw(merged)))),
+    )
+    .await;
+    synced(&f, "posts", "('p1', NULL, 'Post')", &["p1"], 1).await;
+    exec(
+        &f.client,
+        "UPDATE posts SET title = 'Local' WHERE id = 'p1';",
+    )
+    .await;
+    f.transport.push_conflicting(conflict_on(
+        "posts",
+        "p1",
+        Op::Update,
+        1,
+        2,
+        false,
+        Some(r#"{"id":"p1","author":null,"title":"Server"}"#),
+    ));
+    let error = f.client.push_pending().await.unwrap_err();
+    assert!(
+        matches!(error, PushError::InvalidConflictResolution { .. }),
+        "{error:?}"
+    );
+    assert_eq!(one(&f, "SELECT title FROM posts").await, "Local");
+    assert_eq!(
+        dirty(&f).await,
+        r#"posts {"id":"p1"} UPDATE 1 {"id":"p1","author":null,"title":"Local"}"#
+    );
+    assert_eq!(counts(&f).await, "1 dirty, 0 outbox, none");
+}
