@@ -602,9 +602,52 @@ async fn requeue_after_a_conflict_keeps_a_newer_local_write_to_a_sibling_key() {
 }
 
 #[tokio::test]
-async fn newer_local_write_to_the_conflicting_key_survives_server_wins_rebased_on_the_server_version()
+async fn server_wins_does_not_rebase_a_newer_local_write_to_the_conflicting_key_onto_the_server_version()
  {
-    let f = locally_renamed(config()).await;
+    // Convergence seed 1592590364 at a27911c: a server-wins device froze an INSERT, crashed,
+    // edited the row offline, and at its next push the resolver accepted the server's row for
+    // the frozen INSERT. The newer edit was rebased on the server's version and uploaded
+    // without a conflict, replacing another device's acknowledged write it had never seen.
+    // It must keep its own base, meet its own conflict, and lose it to the server.
+    let resolver = capture(MergeResult::AcceptServer);
+    let f = locally_renamed(with_resolver(resolver.clone())).await;
+    freeze(&f).await;
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Newer' WHERE id = 'u1';",
+    )
+    .await;
+    let server = Some(r#"{"id":"u1","name":"Server"}"#);
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, false, server));
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, false, server));
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::NoChange);
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users UPDATE base 1 {"id":"u1","name":"Newer"}"#]
+    );
+    let seen = resolver.seen.lock().unwrap().clone();
+    let locals: Vec<_> = seen
+        .iter()
+        .map(|c| c.local_payload.as_ref().map(|p| p.get().to_owned()))
+        .collect();
+    assert_eq!(
+        locals,
+        [
+            Some(r#"{"id":"u1","name":"Local"}"#.to_owned()),
+            Some(r#"{"id":"u1","name":"Newer"}"#.to_owned())
+        ]
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Server");
+    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 2 0"#);
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
+async fn client_wins_rebases_a_newer_local_write_to_the_conflicting_key_on_the_server_version() {
+    let f = locally_renamed(with_resolver(Arc::new(ClientWins))).await;
     freeze(&f).await;
     exec(
         &f.client,
@@ -619,15 +662,15 @@ async fn newer_local_write_to_the_conflicting_key_survives_server_wins_rebased_o
         false,
         Some(r#"{"id":"u1","name":"Server"}"#),
     ));
-    f.transport
-        .push(Reply::Create(Err(network_error("create"))));
-    assert!(f.client.push_pending().await.is_err());
-    assert_eq!(one(&f, "SELECT name FROM users").await, "Newer");
-    assert_eq!(row_states(&f).await, r#"users {"id":"u1"} 2 0"#);
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
     assert_eq!(
-        outbox(&f).await,
-        r#"users {"id":"u1"} UPDATE 2 {"id":"u1","name":"Newer"} {"id":"u1","name":"Newer"}"#
+        uploaded(&f, 1),
+        [r#"users UPDATE base 2 {"id":"u1","name":"Newer"}"#]
     );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Newer");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
 }
 
 const STAMPED_SQL: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, updated_at TEXT);";

@@ -13,8 +13,13 @@
 //! * §12 C13: a dirty row written after the freeze (a newer local intent) is never
 //!   overwritten by a requeued outbox row; only its base version is rebased. For the
 //!   conflicting key itself that also means its business row is left as the application
-//!   wrote it: the newer intent is retried against the server's version, as §4.5 does for
-//!   edits made during a push.
+//!   wrote it. The newer intent is rebased on the server's version only when the resolver
+//!   chose to retry local content against that version (keep-local, keep-merged); when it
+//!   dropped the local intent (accept-server), the newer intent keeps the base the
+//!   application wrote it on, so the server raises its own conflict and the resolver decides
+//!   about it. Rebasing it there too (as this client once did) made it overwrite the server's
+//!   row without a conflict: a server-wins device's offline edit silently replaced another
+//!   device's acknowledged write that edit had never seen.
 //! * a merged payload that does not decode or changes the key is an invalid resolution
 //!   (replayable), not a storage error.
 //! * **a resolution that would break a local foreign key never wedges the outbox.** The
@@ -381,7 +386,11 @@ fn apply_once(
         requeue_outbox_row(&tx, schema, sibling, sibling.base_row_version)?;
     }
     if newer {
-        rebase_dirty(&tx, schema, &row.table, &row.key_json, base)?;
+        // The newer intent was written on the frozen row's base, never on `sv`: it may only
+        // claim `sv` as its base when the resolver kept local content against `sv`.
+        if plan.requeue.is_some() {
+            rebase_dirty(&tx, schema, &row.table, &row.key_json, base)?;
+        }
     } else if let Some(op) = plan.requeue {
         let payload = if op == Op::Delete {
             None
