@@ -646,6 +646,57 @@ async fn server_wins_does_not_rebase_a_newer_local_write_to_the_conflicting_key_
 }
 
 #[tokio::test]
+async fn keep_merged_does_not_let_a_newer_local_write_overwrite_the_merged_server_fields() {
+    // The merge was computed from the frozen row. A newer local edit descends from the
+    // frozen row, not from the merge: rebased on the server's version it would silently undo
+    // the server fields the merge kept. It must meet its own conflict so the resolver merges
+    // it too.
+    let resolver = capture(MergeResult::KeepMerged(raw(
+        r#"{"id":"u1","name":"Merged"}"#,
+    )));
+    let f = locally_renamed(with_resolver(resolver.clone())).await;
+    freeze(&f).await;
+    exec(
+        &f.client,
+        "UPDATE users SET name = 'Newer' WHERE id = 'u1';",
+    )
+    .await;
+    let server = Some(r#"{"id":"u1","name":"Server"}"#);
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, false, server));
+    f.transport
+        .push_conflicting(conflict("u1", Op::Update, 1, 2, false, server));
+    f.transport.push_ok(3);
+    let report = f.client.push_pending().await.unwrap();
+    assert_eq!(report.outcome, PushOutcome::Committed);
+    assert_eq!(
+        uploaded(&f, 1),
+        [r#"users UPDATE base 1 {"id":"u1","name":"Newer"}"#],
+        "the newer edit keeps the base it was written on"
+    );
+    assert_eq!(
+        uploaded(&f, 2),
+        [r#"users UPDATE base 2 {"id":"u1","name":"Merged"}"#]
+    );
+    let locals: Vec<_> = resolver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.local_payload.as_ref().map(|p| p.get().to_owned()))
+        .collect();
+    assert_eq!(
+        locals,
+        [
+            Some(r#"{"id":"u1","name":"Local"}"#.to_owned()),
+            Some(r#"{"id":"u1","name":"Newer"}"#.to_owned())
+        ]
+    );
+    assert_eq!(one(&f, "SELECT name FROM users").await, "Merged");
+    assert_eq!(counts(&f).await, "0 dirty, 0 outbox, none");
+}
+
+#[tokio::test]
 async fn client_wins_rebases_a_newer_local_write_to_the_conflicting_key_on_the_server_version() {
     let f = locally_renamed(with_resolver(Arc::new(ClientWins))).await;
     freeze(&f).await;

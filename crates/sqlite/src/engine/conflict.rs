@@ -14,10 +14,10 @@
 //!   overwritten by a requeued outbox row; only its base version is rebased. For the
 //!   conflicting key itself that also means its business row is left as the application
 //!   wrote it. The newer intent is rebased on the server's version only when the resolver
-//!   chose to retry local content against that version (keep-local, keep-merged); when it
-//!   dropped the local intent (accept-server), the newer intent keeps the base the
-//!   application wrote it on, so the server raises its own conflict and the resolver decides
-//!   about it. Rebasing it there too (as this client once did) made it overwrite the server's
+//!   kept the local row as it was (keep-local); after accept-server or keep-merged the newer
+//!   intent keeps the base the application wrote it on, so the server raises its own
+//!   conflict and the resolver decides about it (a merge was computed from the frozen row,
+//!   not from the newer intent). Rebasing it there too (as this client once did) made it overwrite the server's
 //!   row without a conflict: a server-wins device's offline edit silently replaced another
 //!   device's acknowledged write that edit had never seen.
 //! * a merged payload that does not decode or changes the key is an invalid resolution
@@ -387,8 +387,12 @@ fn apply_once(
     }
     if newer {
         // The newer intent was written on the frozen row's base, never on `sv`: it may only
-        // claim `sv` as its base when the resolver kept local content against `sv`.
-        if plan.requeue.is_some() {
+        // claim `sv` as its base when the resolver kept the local row as it was against `sv`
+        // (the newer intent descends from that row). A merge was computed from the frozen row,
+        // not from the newer intent, so after a merge the newer intent keeps its own base and
+        // meets its own conflict: the resolver merges it too instead of it silently
+        // overwriting the server fields the merge kept.
+        if plan.requeue.is_some() && matches!(result, MergeResult::KeepLocal) {
             rebase_dirty(&tx, schema, &row.table, &row.key_json, base)?;
         }
     } else if let Some(op) = plan.requeue {
