@@ -7,7 +7,7 @@
 //! variant always maps to the operation's generic 500 code and keeps the source error for
 //! logging; its detail never reaches the wire.
 //!
-//! Inside the crate, helpers shared by several operations return [`Failure`], the union of all
+//! Inside the crate, helpers shared by several operations return `Failure`, the union of all
 //! domain outcomes; each public enum is built from it, mapping anything its operation cannot
 //! produce to `Internal` (a broken invariant, not a client-visible case).
 

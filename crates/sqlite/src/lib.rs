@@ -7,7 +7,7 @@
 //! [`Client::rebuild`] replaces local state with a server snapshot. The local metadata
 //! (`_sync_*` tables) is the reference client's, so databases stay interchangeable.
 //!
-//! Shape: one `rusqlite::Connection` owned by a dedicated database thread ([`db`]); a
+//! Shape: one `rusqlite::Connection` owned by a dedicated database thread (`db`); a
 //! sans-I/O engine whose steps each run in one `BEGIN IMMEDIATE` transaction (`engine`); a
 //! [`transport::Transport`] trait with a reqwest implementation
 //! ([`transport::http::HttpTransport`]); and the async [`Client`] that sequences them.

@@ -1,12 +1,12 @@
 //! Payload and key codecs between SQLite values, local payloads and wire payloads (client
 //! chapter §2.4, §2.5; encoding chapter §3.4.6, §3.5.2–§3.5.6).
 //!
-//! * local → wire ([`upload_payload`]): BLOB columns from lower-case hex to canonical UUID text
+//! * local → wire (`upload_payload`): BLOB columns from lower-case hex to canonical UUID text
 //!   (key and FK columns) or standard base64, then re-encoded with Go's encoder rules (sorted
 //!   members, Go escaping, Go float formatting) — but integer literals stay exact (§12 B3).
-//! * wire → SQLite ([`wire_values`]): exactly the table's columns; BLOBs decoded strictly; JSON
+//! * wire → SQLite (`wire_values`): exactly the table's columns; BLOBs decoded strictly; JSON
 //!   integers bound as `i64` (§12 B3), other numbers as `f64`, booleans as 1/0.
-//! * local → SQLite ([`local_values`]): the same shape for local payloads, BLOBs decoded from
+//! * local → SQLite (`local_values`): the same shape for local payloads, BLOBs decoded from
 //!   hex — used wherever the reference wrongly fed local payloads to the wire decoder (§12 B1).
 //! * keys: local key string ↔ wire key string ↔ SQL parameter, through
 //!   `oversync_protocol::key`.
