@@ -9,6 +9,7 @@
 mod client_background;
 mod client_e2e;
 mod client_numbers;
+mod conflict_wedges;
 mod convergence;
 mod example_routes;
 mod http_adapter;
