@@ -13,6 +13,40 @@
 //!
 //! **Architecture Invariant:** this crate holds no SQL; every decision about sync state is the
 //! service's.
+//!
+//! # Mounting
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::{IntoResponse, Response};
+//! use oversync_axum::AuthenticatedUser;
+//! use oversync_server::SyncService;
+//!
+//! /// Your authentication: whatever proves who the caller is (here a header, for brevity).
+//! async fn authenticate(mut request: Request, next: Next) -> Response {
+//!     let user = request
+//!         .headers()
+//!         .get("x-user")
+//!         .and_then(|v| v.to_str().ok())
+//!         .map(str::to_owned);
+//!     match user {
+//!         Some(user) => {
+//!             request.extensions_mut().insert(AuthenticatedUser(user));
+//!             next.run(request).await
+//!         }
+//!         None if request.uri().path().starts_with("/syncx/") => next.run(request).await,
+//!         None => axum::http::StatusCode::UNAUTHORIZED.into_response(),
+//!     }
+//! }
+//!
+//! # async fn demo(service: Arc<SyncService>) -> std::io::Result<()> {
+//! let app = oversync_axum::router(service).layer(middleware::from_fn(authenticate));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
 
 #![allow(
     clippy::result_large_err,

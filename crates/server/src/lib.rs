@@ -14,6 +14,46 @@
 //!
 //! **Architecture Invariant:** this crate imports no HTTP framework; SQL identifiers come only
 //! from the [`catalog::ValidatedCatalog`] and every value is a bind parameter.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+//! use oversync_server::{Actor, RegisteredTable, ServiceConfig, SyncService};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pg: tokio_postgres::Config = "postgres://postgres@127.0.0.1/app".parse()?;
+//! let manager = Manager::from_config(
+//!     pg,
+//!     tokio_postgres::NoTls,
+//!     ManagerConfig { recycling_method: RecyclingMethod::Fast },
+//! );
+//! let pool = Pool::builder(manager).max_size(16).build()?;
+//! // Registered tables carry `_sync_scope_id TEXT NOT NULL` and a unique
+//! // `(_sync_scope_id, id)`; bootstrap checks the whole envelope and says what is wrong.
+//! let config = ServiceConfig {
+//!     app_name: "my-app".to_owned(),
+//!     registered_tables: vec![RegisteredTable::new("business", "users", "id")],
+//!     ..ServiceConfig::default()
+//! };
+//! let service = SyncService::new(pool, config)?;
+//! service.bootstrap().await?;
+//! // A backend job writes business rows; clients receive them as an ordinary bundle.
+//! let outcome = service
+//!     .exec_write("alice", "server:billing", |tx| {
+//!         Box::pin(async move {
+//!             tx.execute(
+//!                 "UPDATE business.users SET name = 'Ada L.' WHERE _sync_scope_id = 'alice'",
+//!                 &[],
+//!             )
+//!             .await
+//!         })
+//!     })
+//!     .await;
+//! # let _ = (outcome, Actor::new("alice", "device-1"));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;

@@ -20,6 +20,40 @@
 //!
 //! **Architecture Invariant:** the SQLite engine doesn't know HTTP: only `transport::http`
 //! imports reqwest.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use oversync_sqlite::{Client, Config, HttpOptions, HttpTransport, StaticToken, SyncTable};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // The app's own database and tables; every synced table has a TEXT (or UUID BLOB) key.
+//! let conn = rusqlite::Connection::open("app.sqlite")?;
+//! conn.execute_batch(
+//!     "CREATE TABLE IF NOT EXISTS users (
+//!          id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, email TEXT NOT NULL,
+//!          created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+//! )?;
+//! let token = Arc::new(StaticToken("<bearer token from your auth>".to_owned()));
+//! let transport = HttpTransport::new("http://127.0.0.1:8080", token, &HttpOptions::default())?;
+//! let config = Config::new("business", vec![SyncTable::new("users", "id")]);
+//! let client = Client::new(conn, transport, config).await?;
+//! client.open().await?;
+//! client.attach("alice").await?;
+//! // Write with plain SQL through the client's connection; triggers capture the change.
+//! client
+//!     .with_connection(|c| {
+//!         c.execute(
+//!             "INSERT INTO users VALUES (?1, 'Ada', 'ada@example.com', ?2, ?2)",
+//!             ["550e8400-e29b-41d4-a716-446655440000", "2026-03-24T18:42:11Z"],
+//!         )
+//!     })
+//!     .await??;
+//! client.sync().await?; // push what is pending, then pull what others wrote
+//! # Ok(())
+//! # }
+//! ```
 
 mod background;
 mod catalog;
