@@ -38,16 +38,8 @@ impl SyncService {
             ));
         };
         // §13 item 13: connect is retried like pushes (each attempt is a whole transaction).
-        let mut attempt = 1;
-        loop {
-            match self.connect_tx(actor, request.has_local_pending_rows).await {
-                Err(f) if f.is_retryable() && attempt < db::PUSH_ATTEMPTS => {
-                    db::backoff(db::PUSH_BACKOFF, attempt).await;
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        let pending = request.has_local_pending_rows;
+        Ok(db::with_retries!(self.connect_tx(actor, pending))?)
     }
 
     async fn connect_tx(&self, actor: &Actor, pending: bool) -> Result<ConnectResponse, Failure> {

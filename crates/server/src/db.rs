@@ -113,6 +113,28 @@ pub(crate) async fn backoff(base: Duration, attempt: u32) {
     tokio::time::sleep(base * attempt).await;
 }
 
+/// Evaluates the transaction future `$attempt` up to [`PUSH_ATTEMPTS`] times while it fails
+/// with a retryable SQLSTATE (40001, 40P01, 55P03), waiting [`PUSH_BACKOFF`] × the attempt
+/// number between tries (§11.4); any other outcome, and the last attempt's error, is the value.
+/// A macro rather than a function taking an async closure: each attempt re-borrows the
+/// connection, and an async closure's future cannot yet be proven `Send` for every lifetime,
+/// which axum handlers require.
+macro_rules! with_retries {
+    ($attempt:expr) => {{
+        let mut n = 1;
+        loop {
+            match $attempt.await {
+                Err(f) if f.is_retryable() && n < $crate::db::PUSH_ATTEMPTS => {
+                    $crate::db::backoff($crate::db::PUSH_BACKOFF, n).await;
+                    n += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use with_retries;
+
 /// Renders a `timestamptz` carried as microseconds since the Unix epoch the way the wire
 /// wants it (Go `RFC3339Nano`, UTC).
 pub(crate) fn rfc3339_from_micros(micros: i64) -> String {

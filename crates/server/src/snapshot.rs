@@ -342,19 +342,11 @@ impl SyncService {
         let _guard = self.lifecycle.begin()?;
         let replacement = request.and_then(|r| r.source_replacement.as_ref());
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .create_snapshot_attempt(&mut conn, actor, replacement)
-                .await;
-            match result {
-                Err(f) if f.is_retryable() && attempt < db::PUSH_ATTEMPTS => {
-                    db::backoff(db::PUSH_BACKOFF, attempt).await;
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        Ok(db::with_retries!(self.create_snapshot_attempt(
+            &mut conn,
+            actor,
+            replacement
+        ))?)
     }
 
     async fn create_snapshot_attempt(

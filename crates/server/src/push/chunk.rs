@@ -57,26 +57,10 @@ impl SyncService {
         let rows = prepare_rows(&catalog, &request.rows).map_err(PushChunkError::Invalid)?;
         let id = parse_push_id(push_id)?;
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .chunk_attempt(
-                    &mut conn,
-                    actor,
-                    push_id,
-                    id,
-                    request.start_row_ordinal,
-                    &rows,
-                )
-                .await;
-            match result {
-                Err(f) if f.is_retryable() && attempt < db::PUSH_ATTEMPTS => {
-                    db::backoff(db::PUSH_BACKOFF, attempt).await;
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        let start = request.start_row_ordinal;
+        Ok(db::with_retries!(self.chunk_attempt(
+            &mut conn, actor, push_id, id, start, &rows
+        ))?)
     }
 
     async fn chunk_attempt(

@@ -42,16 +42,9 @@ impl SyncService {
         let _guard = self.lifecycle.begin()?;
         let id = parse_push_id(push_id)?;
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;
-        let mut attempt = 1;
-        loop {
-            match self.commit_attempt(&mut conn, actor, push_id, id).await {
-                Err(f) if f.is_retryable() && attempt < db::PUSH_ATTEMPTS => {
-                    db::backoff(db::PUSH_BACKOFF, attempt).await;
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        Ok(db::with_retries!(
+            self.commit_attempt(&mut conn, actor, push_id, id)
+        )?)
     }
 
     async fn commit_attempt(

@@ -56,19 +56,12 @@ impl SyncService {
         }
         let initialization_id = request.initialization_id.trim();
         let mut conn = db::connection(&self.pool).await.map_err(Failure::from)?;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .create_attempt(&mut conn, actor, request, initialization_id)
-                .await;
-            match result {
-                Err(f) if f.is_retryable() && attempt < db::PUSH_ATTEMPTS => {
-                    db::backoff(db::PUSH_BACKOFF, attempt).await;
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        Ok(db::with_retries!(self.create_attempt(
+            &mut conn,
+            actor,
+            request,
+            initialization_id
+        ))?)
     }
 
     async fn create_attempt(
