@@ -214,6 +214,13 @@ impl Ctx<'_> {
         format!("load-{}-{what}", self.run)
     }
 
+    /// A device named `name` in the run's directory, attached as `user` on the load target.
+    async fn attached_device(&self, name: &str, user: &str) -> anyhow::Result<Device> {
+        let device = Device::open(&self.http, &self.base_url, self.dir.path(), name, user).await?;
+        device.attach_any(user).await?;
+        Ok(device)
+    }
+
     fn raw_scope(&self, what: &str) -> String {
         format!("load-raw-{}-{what}", self.run)
     }
@@ -384,15 +391,7 @@ async fn push(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     for &n in &ctx.args.push_rows {
         let bar = ctx.bar(&format!("push {n}"), reps);
         let user = ctx.user(&format!("push-{n}"));
-        let device = Device::open(
-            &ctx.http,
-            &ctx.base_url,
-            ctx.dir.path(),
-            &format!("push-{n}"),
-            &user,
-        )
-        .await?;
-        device.attach_any(&user).await?;
+        let device = ctx.attached_device(&format!("push-{n}"), &user).await?;
         let mut raw_pg = ctx.raw_connection().await?;
         let (mut ours, mut pg, mut sq) = (Vec::new(), Vec::new(), Vec::new());
         for rep in 0..reps {
@@ -449,24 +448,8 @@ async fn pull(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let (mut ours, mut sq) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         let user = ctx.user(&format!("pull-{rep}"));
-        let reader = Device::open(
-            &ctx.http,
-            &ctx.base_url,
-            ctx.dir.path(),
-            &format!("pull-b-{rep}"),
-            &user,
-        )
-        .await?;
-        reader.attach_any(&user).await?;
-        let writer = Device::open(
-            &ctx.http,
-            &ctx.base_url,
-            ctx.dir.path(),
-            &format!("pull-a-{rep}"),
-            &user,
-        )
-        .await?;
-        writer.attach_any(&user).await?;
+        let reader = ctx.attached_device(&format!("pull-b-{rep}"), &user).await?;
+        let writer = ctx.attached_device(&format!("pull-a-{rep}"), &user).await?;
         bar.set_message("writer pushes");
         for _ in 0..bundles {
             writer
@@ -694,15 +677,7 @@ async fn many_users(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         let mut devices = Vec::with_capacity(users);
         for k in 0..users {
             let user = ctx.user(&format!("mu-{rep}-{k}"));
-            let device = Device::open(
-                &ctx.http,
-                &ctx.base_url,
-                ctx.dir.path(),
-                &format!("mu-{rep}-{k}"),
-                &user,
-            )
-            .await?;
-            device.attach_any(&user).await?;
+            let device = ctx.attached_device(&format!("mu-{rep}-{k}"), &user).await?;
             devices.push(device);
         }
         bar.set_message("devices push");
