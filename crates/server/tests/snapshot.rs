@@ -164,30 +164,49 @@ async fn snapshot_payloads_are_jsonb_text_and_byte_count_sums_them() {
 }
 
 #[tokio::test]
-async fn snapshot_payloads_with_bytea_values_are_re_encoded_canonically() {
+async fn snapshot_payloads_carry_bytea_values_as_unwrapped_standard_base64() {
     let w = World::new().await;
     let a = actor("alice", "dev-1");
     w.init(&a).await;
+    // 200 bytes: PostgreSQL's base64 encoder wraps its output at 76 characters.
+    let long: Vec<u8> = (0..200_u32).map(|i| (i * 7 % 256) as u8).collect();
+    let long_b64 = oversync_protocol::codec::base64_encode(&long);
     w.push(
         &a,
         1,
         vec![
             insert("users", &uuid(1), r#"{"name":"Jane","avatar":"ABEi/w=="}"#),
             insert("users", &uuid(2), r#"{"name":"Joe"}"#),
+            insert(
+                "users",
+                &uuid(3),
+                &format!(r#"{{"name":"Long","avatar":"{long_b64}"}}"#),
+            ),
+            insert("users", &uuid(4), r#"{"name":"Empty","avatar":""}"#),
         ],
     )
     .await
     .unwrap();
     let s = create(&w, &a).await;
     let rows = read_all(&w.service, &a, &s, 10).await;
+    // PostgreSQL jsonb text with the bytea member replaced by its standard base64.
     assert_eq!(
         rows[0].payload.get(),
         format!(
-            r#"{{"avatar":"ABEi/w==","email":null,"id":"{}","name":"Jane","score":null}}"#,
+            r#"{{"id": "{}", "name": "Jane", "email": null, "score": null, "avatar": "ABEi/w=="}}"#,
             uuid(1)
         )
     );
     assert!(rows[1].payload.get().contains(r#""avatar": null"#));
+    let avatar = |i: usize| -> Value {
+        serde_json::from_str::<Value>(rows[i].payload.get()).unwrap()["avatar"].clone()
+    };
+    assert_eq!(avatar(2), Value::String(long_b64.clone()));
+    assert_eq!(
+        oversync_protocol::codec::base64_decode_exact(avatar(2).as_str().unwrap()).unwrap(),
+        long
+    );
+    assert_eq!(avatar(3), Value::String(String::new()));
     let total: i64 = w
         .client()
         .await
