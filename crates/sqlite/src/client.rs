@@ -927,18 +927,37 @@ impl<T: Transport> Client<T> {
         }
         let mut after = 0;
         let mut rows_staged = 0_i64;
+        // The next chunk is fetched while this one is staged, so the server's page read and
+        // the transfer overlap the local write; a fetch failure surfaces only after the
+        // chunk before it was staged, as it would one at a time.
+        let mut prefetched = None;
         loop {
-            let chunk = self
-                .transport
-                .snapshot_chunk(source, &snap.snapshot_id, after, rows_per_chunk)
-                .await?;
+            let chunk = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => {
+                    self.transport
+                        .snapshot_chunk(source, &snap.snapshot_id, after, rows_per_chunk)
+                        .await
+                }
+            }?;
             snapshot::validate_chunk(&chunk, snap, after)?;
             let has_more = chunk.has_more;
             let next = chunk.next_row_ordinal;
             let chunk_rows = chunk.rows.len() as i64;
-            self.db(move |conn, catalog| snapshot::stage_chunk(conn, catalog, &chunk, after))
-                .await?
-                .map_err(|e| step_to_snapshot(e, "rebuild"))?;
+            let stage =
+                self.db(move |conn, catalog| snapshot::stage_chunk(conn, catalog, &chunk, after));
+            let staged = if has_more {
+                let (staged, fetched) = tokio::join!(
+                    stage,
+                    self.transport
+                        .snapshot_chunk(source, &snap.snapshot_id, next, rows_per_chunk)
+                );
+                prefetched = Some(fetched);
+                staged
+            } else {
+                stage.await
+            };
+            staged?.map_err(|e| step_to_snapshot(e, "rebuild"))?;
             rows_staged += chunk_rows;
             self.config.report_progress(Progress::SnapshotStaged {
                 rows_staged,
@@ -1504,12 +1523,18 @@ impl<T: Transport> Client<T> {
             .committed_rows;
         self.db(|conn, _| push::clear_push_stage(conn)).await??;
         let mut after: Option<i64> = None;
+        // As for snapshots: the next page is fetched while this one is staged.
+        let mut prefetched = None;
         loop {
-            let page = match self
-                .transport
-                .committed_bundle_rows(&source, committed.bundle_seq, after, committed_rows)
-                .await
-            {
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => {
+                    self.transport
+                        .committed_bundle_rows(&source, committed.bundle_seq, after, committed_rows)
+                        .await
+                }
+            };
+            let page = match fetched {
                 Ok(p) => p,
                 Err(e) if code_of(&e) == Some(ErrorCode::HistoryPruned) => {
                     return Ok(Attempt::ReplayPruned);
@@ -1520,11 +1545,25 @@ impl<T: Transport> Client<T> {
             let has_more = page.has_more;
             let next = page.next_row_ordinal;
             let page_after = after;
-            self.db(move |conn, catalog| {
+            let stage = self.db(move |conn, catalog| {
                 push::stage_committed_page(conn, catalog, &page, page_after)
-            })
-            .await?
-            .map_err(step_to_push)?;
+            });
+            let staged = if has_more {
+                let (staged, fetched) = tokio::join!(
+                    stage,
+                    self.transport.committed_bundle_rows(
+                        &source,
+                        committed.bundle_seq,
+                        Some(next),
+                        committed_rows
+                    )
+                );
+                prefetched = Some(fetched);
+                staged
+            } else {
+                stage.await
+            };
+            staged?.map_err(step_to_push)?;
             if !has_more {
                 break;
             }
@@ -1738,12 +1777,20 @@ impl<T: Transport> Client<T> {
         let mut applied_any = false;
         let mut changed = ChangeBatch::new(&self.changes, ChangeSource::Pull);
         let (mut bundles_applied, mut rows_applied) = (0_i64, 0_i64);
+        // The next page is requested while this one is applied (its `after` is this page's
+        // last bundle); a failed or pruned next page surfaces only after this page applied,
+        // as it would one page at a time.
+        let mut prefetched = None;
         loop {
-            let resp = match self
-                .transport
-                .pull(&source, after, limits.pull_bundles, target)
-                .await
-            {
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => {
+                    self.transport
+                        .pull(&source, after, limits.pull_bundles, target)
+                        .await
+                }
+            };
+            let resp = match fetched {
                 Ok(r) => r,
                 Err(e) if code_of(&e) == Some(ErrorCode::HistoryPruned) => {
                     return self.keep_source_rebuild(session).await;
@@ -1759,39 +1806,54 @@ impl<T: Transport> Client<T> {
             let stable = resp.stable_bundle_seq;
             let has_more = resp.has_more;
             let empty = resp.bundles.is_empty();
-            for bundle in resp.bundles {
-                let seq = bundle.bundle_seq;
-                let rows = bundle.rows.len() as i64;
-                let tables: BTreeSet<String> =
-                    bundle.rows.iter().map(|r| r.table.clone()).collect();
-                match self
-                    .db(move |conn, catalog| pull::apply_bundle(conn, catalog, &bundle))
-                    .await?
-                {
-                    Ok(()) => {}
-                    Err(StepError::Dirty(count)) => {
-                        return Err(PullError::DirtyStateRejected { count });
+            let page_end = resp.bundles.last().map_or(after, |b| b.bundle_seq);
+            let apply = async {
+                for bundle in resp.bundles {
+                    let seq = bundle.bundle_seq;
+                    let rows = bundle.rows.len() as i64;
+                    let tables: BTreeSet<String> =
+                        bundle.rows.iter().map(|r| r.table.clone()).collect();
+                    match self
+                        .db(move |conn, catalog| pull::apply_bundle(conn, catalog, &bundle))
+                        .await?
+                    {
+                        Ok(()) => {}
+                        Err(StepError::Dirty(count)) => {
+                            return Err(PullError::DirtyStateRejected { count });
+                        }
+                        Err(StepError::Protocol(p)) => return Err(p.into()),
+                        Err(StepError::Store(s)) => return Err(s.into()),
+                        Err(StepError::AttachRequired) => {
+                            return Err(PullError::AttachRequired {
+                                operation: "pull_to_stable",
+                            });
+                        }
                     }
-                    Err(StepError::Protocol(p)) => return Err(p.into()),
-                    Err(StepError::Store(s)) => return Err(s.into()),
-                    Err(StepError::AttachRequired) => {
-                        return Err(PullError::AttachRequired {
-                            operation: "pull_to_stable",
-                        });
-                    }
+                    applied_any = true;
+                    after = seq;
+                    changed.tables.extend(tables);
+                    bundles_applied += 1;
+                    rows_applied += rows;
+                    self.config.report_progress(Progress::Pull {
+                        start_bundle_seq: start,
+                        bundle_seq: seq,
+                        target_bundle_seq: target,
+                        bundles_applied,
+                        rows_applied,
+                    });
                 }
-                applied_any = true;
-                after = seq;
-                changed.tables.extend(tables);
-                bundles_applied += 1;
-                rows_applied += rows;
-                self.config.report_progress(Progress::Pull {
-                    start_bundle_seq: start,
-                    bundle_seq: seq,
-                    target_bundle_seq: target,
-                    bundles_applied,
-                    rows_applied,
-                });
+                Ok::<(), PullError>(())
+            };
+            if has_more && page_end < stable {
+                let (applied, fetched) = tokio::join!(
+                    apply,
+                    self.transport
+                        .pull(&source, page_end, limits.pull_bundles, target)
+                );
+                applied?;
+                prefetched = Some(fetched);
+            } else {
+                apply.await?;
             }
             if after >= stable {
                 let outcome = if applied_any {

@@ -409,6 +409,70 @@ async fn pull_applies_bundles_and_skips_rows_already_at_their_version() {
 }
 
 #[tokio::test]
+async fn a_failed_next_pull_page_surfaces_only_after_the_page_before_it_was_applied() {
+    // The next page is requested while the current one is applied; its failure must leave
+    // the client exactly where a one-page-at-a-time pull would: page one applied, checkpoint
+    // on its last bundle, the error returned.
+    let f = attached().await;
+    let bundle = |seq: i64| {
+        sealed(Bundle {
+            bundle_seq: seq,
+            source_id: "other-device".to_owned(),
+            source_bundle_id: seq,
+            row_count: 1,
+            bundle_hash: String::new(),
+            rows: vec![BundleRow {
+                schema: "business".to_owned(),
+                table: "users".to_owned(),
+                key: BTreeMap::from([("id".to_owned(), format!("u{seq}"))]),
+                op: Op::Insert,
+                row_version: seq,
+                payload: Some(
+                    serde_json::value::RawValue::from_string(format!(
+                        r#"{{"id":"u{seq}","name":"n{seq}"}}"#
+                    ))
+                    .unwrap(),
+                ),
+            }],
+        })
+    };
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 3,
+        bundles: vec![bundle(1)],
+        has_more: true,
+    })));
+    f.transport.push(Reply::Pull(Err(network_error("pull"))));
+    let err = f.client.pull_to_stable().await.unwrap_err();
+    assert!(
+        matches!(err, oversync_sqlite::PullError::Transport(_)),
+        "{err:?}"
+    );
+    assert_eq!(f.client.last_bundle_seq_seen().await.unwrap(), 1);
+    let names: Vec<String> = query(&f.client, "SELECT name FROM users ORDER BY id").await;
+    assert_eq!(names, vec!["n1"]);
+    let afters: Vec<(i64, i64)> = f
+        .transport
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(after, _, target)| (after, target))
+        .collect();
+    assert_eq!(afters, vec![(0, 0), (1, 3)]);
+
+    // The next pull resumes from the checkpoint and finishes.
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 3,
+        bundles: vec![bundle(2), bundle(3)],
+        has_more: false,
+    })));
+    let report = f.client.pull_to_stable().await.unwrap();
+    assert_eq!(report.status.last_bundle_seq_seen, 3);
+    let names: Vec<String> = query(&f.client, "SELECT name FROM users ORDER BY id").await;
+    assert_eq!(names, vec!["n1", "n2", "n3"]);
+}
+
+#[tokio::test]
 async fn malformed_pull_response_applies_nothing() {
     let f = attached().await;
     f.transport.push(Reply::Pull(Ok(PullResponse {
