@@ -342,6 +342,11 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // Runs of ordinary bytes are skipped with one table lookup each and copied at once.
+        if !NEEDS_ATTENTION[usize::from(bytes[i])] {
+            i += 1;
+            continue;
+        }
         let b = bytes[i];
         let escape: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
@@ -384,6 +389,24 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+/// The bytes [`write_string`] must inspect: controls, `"`, `\`, `<`, `>`, `&`, and 0xE2 (the
+/// lead byte of U+2028 and U+2029). Every other byte is copied as it is.
+const NEEDS_ATTENTION: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table[b'&' as usize] = true;
+    table[0xe2] = true;
+    table
+};
 
 fn push_serde(doc: &mut Document, value: &serde_json::Value) -> NodeId {
     // serde_json stops at depth 128, so recursion is bounded here.

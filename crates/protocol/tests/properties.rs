@@ -109,6 +109,16 @@ proptest! {
     }
 
     #[test]
+    fn gcj_strings_are_escaped_exactly_like_the_go_encoder(text in json_string()) {
+        // Two independent writers of Go's string escaping: the table-driven GCJ writer and
+        // the serde formatter behind every response body.
+        let mut gcj_form = Vec::new();
+        gcj::write_string(&text, &mut gcj_form);
+        let go_form = oversync_protocol::json::to_compact_vec(&text).unwrap();
+        prop_assert_eq!(gcj_form, go_form);
+    }
+
+    #[test]
     fn text_key_bytes_round_trip(text in any::<String>()) {
         let stored = key::encode_key_bytes(SyncKeyKind::Text, &text).unwrap();
         prop_assert_eq!(&stored[..], text.as_bytes());
