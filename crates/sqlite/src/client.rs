@@ -1808,27 +1808,19 @@ impl<T: Transport> Client<T> {
             let empty = resp.bundles.is_empty();
             let page_end = resp.bundles.last().map_or(after, |b| b.bundle_seq);
             let apply = async {
-                for bundle in resp.bundles {
-                    let seq = bundle.bundle_seq;
-                    let rows = bundle.rows.len() as i64;
-                    let tables: BTreeSet<String> =
-                        bundle.rows.iter().map(|r| r.table.clone()).collect();
-                    match self
-                        .db(move |conn, catalog| pull::apply_bundle(conn, catalog, &bundle))
-                        .await?
-                    {
-                        Ok(()) => {}
-                        Err(StepError::Dirty(count)) => {
-                            return Err(PullError::DirtyStateRejected { count });
-                        }
-                        Err(StepError::Protocol(p)) => return Err(p.into()),
-                        Err(StepError::Store(s)) => return Err(s.into()),
-                        Err(StepError::AttachRequired) => {
-                            return Err(PullError::AttachRequired {
-                                operation: "pull_to_stable",
-                            });
-                        }
-                    }
+                let summaries: Vec<(i64, i64, BTreeSet<String>)> = resp
+                    .bundles
+                    .iter()
+                    .map(|b| {
+                        let tables = b.rows.iter().map(|r| r.table.clone()).collect();
+                        (b.bundle_seq, b.rows.len() as i64, tables)
+                    })
+                    .collect();
+                let bundles = resp.bundles;
+                let (applied, result) = self
+                    .db(move |conn, catalog| pull::apply_bundles(conn, catalog, &bundles))
+                    .await?;
+                for (seq, rows, tables) in summaries.into_iter().take(applied) {
                     applied_any = true;
                     after = seq;
                     changed.tables.extend(tables);
@@ -1842,7 +1834,15 @@ impl<T: Transport> Client<T> {
                         rows_applied,
                     });
                 }
-                Ok::<(), PullError>(())
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(StepError::Dirty(count)) => Err(PullError::DirtyStateRejected { count }),
+                    Err(StepError::Protocol(p)) => Err(p.into()),
+                    Err(StepError::Store(s)) => Err(s.into()),
+                    Err(StepError::AttachRequired) => Err(PullError::AttachRequired {
+                        operation: "pull_to_stable",
+                    }),
+                }
             };
             if has_more && page_end < stable {
                 let (applied, fetched) = tokio::join!(

@@ -473,6 +473,97 @@ async fn a_failed_next_pull_page_surfaces_only_after_the_page_before_it_was_appl
 }
 
 #[tokio::test]
+async fn a_bundle_failing_at_commit_leaves_the_bundles_before_it_applied_and_the_checkpoint_on_them()
+ {
+    // §6.3: bundles are applied atomically and the checkpoint moves with them. The client
+    // groups consecutive bundles into one transaction; a group that fails (here bundle 2's
+    // deferred FK violation, detected only at COMMIT) must fall back to one bundle at a time.
+    let f = attached().await;
+    let row = |seq: i64, table: &str, payload: String| {
+        sealed(Bundle {
+            bundle_seq: seq,
+            source_id: "other-device".to_owned(),
+            source_bundle_id: seq,
+            row_count: 1,
+            bundle_hash: String::new(),
+            rows: vec![BundleRow {
+                schema: "business".to_owned(),
+                table: table.to_owned(),
+                key: BTreeMap::from([("id".to_owned(), format!("k{seq}"))]),
+                op: Op::Insert,
+                row_version: seq,
+                payload: Some(serde_json::value::RawValue::from_string(payload).unwrap()),
+            }],
+        })
+    };
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 3,
+        bundles: vec![
+            row(1, "users", r#"{"id":"k1","name":"one"}"#.to_owned()),
+            row(
+                2,
+                "posts",
+                r#"{"id":"k2","author":"nobody","title":"orphan"}"#.to_owned(),
+            ),
+            row(3, "users", r#"{"id":"k3","name":"three"}"#.to_owned()),
+        ],
+        has_more: false,
+    })));
+    let err = f.client.pull_to_stable().await.unwrap_err();
+    assert!(
+        matches!(err, oversync_sqlite::PullError::Store(_)),
+        "{err:?}"
+    );
+    assert_eq!(f.client.last_bundle_seq_seen().await.unwrap(), 1);
+    let users: Vec<String> = query(&f.client, "SELECT id FROM users ORDER BY id").await;
+    assert_eq!(users, vec!["k1"]);
+    let posts: Vec<i64> = query(&f.client, "SELECT count(*) FROM posts").await;
+    assert_eq!(posts, vec![0]);
+}
+
+#[tokio::test]
+async fn many_small_bundles_are_all_applied_with_the_checkpoint_on_the_last() {
+    let f = attached().await;
+    let bundles: Vec<Bundle> = (1..=50)
+        .map(|seq: i64| {
+            sealed(Bundle {
+                bundle_seq: seq,
+                source_id: "other-device".to_owned(),
+                source_bundle_id: seq,
+                row_count: 1,
+                bundle_hash: String::new(),
+                rows: vec![BundleRow {
+                    schema: "business".to_owned(),
+                    table: "users".to_owned(),
+                    key: BTreeMap::from([("id".to_owned(), "u1".to_owned())]),
+                    op: if seq == 1 { Op::Insert } else { Op::Update },
+                    row_version: seq,
+                    payload: Some(
+                        serde_json::value::RawValue::from_string(format!(
+                            r#"{{"id":"u1","name":"v{seq}"}}"#
+                        ))
+                        .unwrap(),
+                    ),
+                }],
+            })
+        })
+        .collect();
+    f.transport.push(Reply::Pull(Ok(PullResponse {
+        stable_bundle_seq: 50,
+        bundles,
+        has_more: false,
+    })));
+    let report = f.client.pull_to_stable().await.unwrap();
+    assert_eq!(report.status.last_bundle_seq_seen, 50);
+    let rows: Vec<String> = query(
+        &f.client,
+        "SELECT name || '|' || (SELECT row_version FROM _sync_row_state) FROM users",
+    )
+    .await;
+    assert_eq!(rows, vec!["v50|50"]);
+}
+
+#[tokio::test]
 async fn malformed_pull_response_applies_nothing() {
     let f = attached().await;
     f.transport.push(Reply::Pull(Ok(PullResponse {
