@@ -74,3 +74,66 @@ async fn replaying_a_committed_tuple_answers_the_identical_bundle() {
     let status = w.service.status().await.unwrap();
     assert_eq!(status.accepted_push_replay_count, 1);
 }
+
+#[tokio::test]
+async fn capture_stage_foreign_keys_are_deferred_on_a_fresh_layout() {
+    let w = World::new().await;
+    let rows = w
+        .client()
+        .await
+        .query(
+            "SELECT conname::text, condeferrable, condeferred FROM pg_constraint
+             WHERE conrelid = 'sync.bundle_capture_stage'::regclass AND contype = 'f'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, bool, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("bundle_capture_stage_table_id_fkey".to_owned(), true, true),
+            ("bundle_capture_stage_user_pk_fkey".to_owned(), true, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_layout_whose_capture_stage_foreign_keys_are_immediate_still_commits() {
+    // The reference creates these two constraints immediate; a database it bootstrapped
+    // keeps them, and every write must behave the same.
+    let w = World::new().await;
+    w.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE sync.bundle_capture_stage
+                 ALTER CONSTRAINT bundle_capture_stage_user_pk_fkey NOT DEFERRABLE;
+             ALTER TABLE sync.bundle_capture_stage
+                 ALTER CONSTRAINT bundle_capture_stage_table_id_fkey NOT DEFERRABLE;",
+        )
+        .await
+        .unwrap();
+    let a = actor("alice", "dev-1");
+    w.init(&a).await;
+    let committed = w
+        .push(
+            &a,
+            1,
+            vec![
+                insert("users", &uuid(1), r#"{"name":"Ada","email":"a@x.io"}"#),
+                insert("docs", "d1", r#"{"title":"T"}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(committed.row_count, 2);
+    assert_eq!(
+        w.count("SELECT count(*) FROM sync.bundle_capture_stage")
+            .await,
+        0
+    );
+}
