@@ -188,10 +188,8 @@ pub(crate) fn prepare_outbox(
             (Some(_), true) => Op::Update,
             (Some(_), false) => Op::Insert,
             (None, true) => Op::Delete,
-            (None, false) => {
-                delete_dirty(&tx, &catalog.schema, &table_name, &kj)?;
-                continue;
-            }
+            // A no-op (inserted and deleted again before any push): dropped with the rest.
+            (None, false) => continue,
         };
         candidates.push(Candidate {
             rank: managed.rank,
@@ -209,6 +207,13 @@ pub(crate) fn prepare_outbox(
             (0, c.rank)
         }
     });
+    // Every dirty row of the schema was read above and is now either frozen below or a
+    // no-op: one statement clears them all (one DELETE per row was 16% of the freeze).
+    tx.execute(
+        "DELETE FROM _sync_dirty_rows WHERE schema_name = ?1",
+        [&catalog.schema],
+    )
+    .ctx("clear frozen dirty rows")?;
     if candidates.is_empty() {
         tx.commit().ctx("commit no-op dirty cleanup")?;
         return Ok(None);
@@ -292,7 +297,6 @@ pub(crate) fn prepare_outbox(
             ])
         })
         .ctx("write outbox row")?;
-        delete_dirty(&tx, &catalog.schema, &r.table, &r.key_json)?;
     }
     tx.commit().ctx("commit freeze")?;
     Ok(Some(Outbox { bundle, rows }))
@@ -592,6 +596,9 @@ enum Decision {
 fn same_json(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
         (None, None) => true,
+        // Both usually come from the same trigger expression, byte for byte; comparing the
+        // text first skips two parses per replayed row.
+        (Some(a), Some(b)) if a == b => true,
         (Some(a), Some(b)) => payload::normalized(a) == payload::normalized(b),
         _ => false,
     }
