@@ -31,17 +31,6 @@ fn user_row(schema: &str, id: &str, name: &str, version: i64) -> BundleRow {
     }
 }
 
-fn bundle(seq: i64, rows: Vec<BundleRow>) -> Bundle {
-    sealed(Bundle {
-        bundle_seq: seq,
-        source_id: "other-device".to_owned(),
-        source_bundle_id: seq,
-        row_count: 0,
-        bundle_hash: String::new(),
-        rows,
-    })
-}
-
 fn pull_of(bundles: Vec<Bundle>) -> Reply {
     Reply::Pull(Ok(PullResponse {
         stable_bundle_seq: bundles.last().map_or(0, |b| b.bundle_seq),

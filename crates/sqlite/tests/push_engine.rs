@@ -368,26 +368,13 @@ async fn unstructured_push_conflict_is_a_transport_error_and_keeps_the_outbox() 
 async fn pull_applies_bundles_and_skips_rows_already_at_their_version() {
     let f = attached().await;
     let bundle = |seq: i64, name: &str| {
-        sealed(Bundle {
-            bundle_seq: seq,
-            source_id: "other-device".to_owned(),
-            source_bundle_id: seq,
-            row_count: 1,
-            bundle_hash: "00".repeat(32),
-            rows: vec![BundleRow {
-                schema: "business".to_owned(),
-                table: "users".to_owned(),
-                key: BTreeMap::from([("id".to_owned(), "u9".to_owned())]),
-                op: Op::Insert,
-                row_version: seq,
-                payload: Some(
-                    serde_json::value::RawValue::from_string(format!(
-                        r#"{{"id":"u9","name":"{name}"}}"#
-                    ))
-                    .unwrap(),
-                ),
-            }],
-        })
+        one_row_bundle(
+            seq,
+            "users",
+            "u9",
+            Op::Insert,
+            &format!(r#"{{"id":"u9","name":"{name}"}}"#),
+        )
     };
     f.transport.push(Reply::Pull(Ok(PullResponse {
         stable_bundle_seq: 2,
@@ -415,26 +402,13 @@ async fn a_failed_next_pull_page_surfaces_only_after_the_page_before_it_was_appl
     // on its last bundle, the error returned.
     let f = attached().await;
     let bundle = |seq: i64| {
-        sealed(Bundle {
-            bundle_seq: seq,
-            source_id: "other-device".to_owned(),
-            source_bundle_id: seq,
-            row_count: 1,
-            bundle_hash: String::new(),
-            rows: vec![BundleRow {
-                schema: "business".to_owned(),
-                table: "users".to_owned(),
-                key: BTreeMap::from([("id".to_owned(), format!("u{seq}"))]),
-                op: Op::Insert,
-                row_version: seq,
-                payload: Some(
-                    serde_json::value::RawValue::from_string(format!(
-                        r#"{{"id":"u{seq}","name":"n{seq}"}}"#
-                    ))
-                    .unwrap(),
-                ),
-            }],
-        })
+        one_row_bundle(
+            seq,
+            "users",
+            &format!("u{seq}"),
+            Op::Insert,
+            &format!(r#"{{"id":"u{seq}","name":"n{seq}"}}"#),
+        )
     };
     f.transport.push(Reply::Pull(Ok(PullResponse {
         stable_bundle_seq: 3,
@@ -479,33 +453,19 @@ async fn a_bundle_failing_at_commit_leaves_the_bundles_before_it_applied_and_the
     // groups consecutive bundles into one transaction; a group that fails (here bundle 2's
     // deferred FK violation, detected only at COMMIT) must fall back to one bundle at a time.
     let f = attached().await;
-    let row = |seq: i64, table: &str, payload: String| {
-        sealed(Bundle {
-            bundle_seq: seq,
-            source_id: "other-device".to_owned(),
-            source_bundle_id: seq,
-            row_count: 1,
-            bundle_hash: String::new(),
-            rows: vec![BundleRow {
-                schema: "business".to_owned(),
-                table: table.to_owned(),
-                key: BTreeMap::from([("id".to_owned(), format!("k{seq}"))]),
-                op: Op::Insert,
-                row_version: seq,
-                payload: Some(serde_json::value::RawValue::from_string(payload).unwrap()),
-            }],
-        })
+    let row = |seq: i64, table: &str, payload: &str| {
+        one_row_bundle(seq, table, &format!("k{seq}"), Op::Insert, payload)
     };
     f.transport.push(Reply::Pull(Ok(PullResponse {
         stable_bundle_seq: 3,
         bundles: vec![
-            row(1, "users", r#"{"id":"k1","name":"one"}"#.to_owned()),
+            row(1, "users", r#"{"id":"k1","name":"one"}"#),
             row(
                 2,
                 "posts",
-                r#"{"id":"k2","author":"nobody","title":"orphan"}"#.to_owned(),
+                r#"{"id":"k2","author":"nobody","title":"orphan"}"#,
             ),
-            row(3, "users", r#"{"id":"k3","name":"three"}"#.to_owned()),
+            row(3, "users", r#"{"id":"k3","name":"three"}"#),
         ],
         has_more: false,
     })));
@@ -526,26 +486,13 @@ async fn many_small_bundles_are_all_applied_with_the_checkpoint_on_the_last() {
     let f = attached().await;
     let bundles: Vec<Bundle> = (1..=50)
         .map(|seq: i64| {
-            sealed(Bundle {
-                bundle_seq: seq,
-                source_id: "other-device".to_owned(),
-                source_bundle_id: seq,
-                row_count: 1,
-                bundle_hash: String::new(),
-                rows: vec![BundleRow {
-                    schema: "business".to_owned(),
-                    table: "users".to_owned(),
-                    key: BTreeMap::from([("id".to_owned(), "u1".to_owned())]),
-                    op: if seq == 1 { Op::Insert } else { Op::Update },
-                    row_version: seq,
-                    payload: Some(
-                        serde_json::value::RawValue::from_string(format!(
-                            r#"{{"id":"u1","name":"v{seq}"}}"#
-                        ))
-                        .unwrap(),
-                    ),
-                }],
-            })
+            one_row_bundle(
+                seq,
+                "users",
+                "u1",
+                if seq == 1 { Op::Insert } else { Op::Update },
+                &format!(r#"{{"id":"u1","name":"v{seq}"}}"#),
+            )
         })
         .collect();
     f.transport.push(Reply::Pull(Ok(PullResponse {

@@ -403,6 +403,33 @@ pub(crate) fn committed_for(
 }
 
 /// `bundle` with the `row_count` and `bundle_hash` a correct server sends for its rows.
+/// A sealed bundle of `rows` from another device, `source_bundle_id` = `bundle_seq` = `seq`.
+pub(crate) fn bundle(seq: i64, rows: Vec<BundleRow>) -> Bundle {
+    sealed(Bundle {
+        bundle_seq: seq,
+        source_id: "other-device".to_owned(),
+        source_bundle_id: seq,
+        row_count: 0,
+        bundle_hash: String::new(),
+        rows,
+    })
+}
+
+/// A [`bundle`] with one `business` row of `table`, keyed `id`, at version `seq`.
+pub(crate) fn one_row_bundle(seq: i64, table: &str, id: &str, op: Op, payload: &str) -> Bundle {
+    bundle(
+        seq,
+        vec![BundleRow {
+            schema: "business".to_owned(),
+            table: table.to_owned(),
+            key: BTreeMap::from([("id".to_owned(), id.to_owned())]),
+            op,
+            row_version: seq,
+            payload: Some(serde_json::value::RawValue::from_string(payload.to_owned()).unwrap()),
+        }],
+    )
+}
+
 pub(crate) fn sealed(mut bundle: Bundle) -> Bundle {
     let digest = hash::bundle_digest(bundle.rows.iter().map(|r| HashRow {
         schema: &r.schema,
