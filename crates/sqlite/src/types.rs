@@ -224,9 +224,10 @@ pub struct TablesChanged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Progress {
-    /// One more pulled bundle was applied. Bundle sequence numbers are dense per user, so
-    /// `(bundle_seq - start_bundle_seq) / (target_bundle_seq - start_bundle_seq)` is the
-    /// fraction done; the total row count of a pull is not known in advance.
+    /// One more pulled bundle was applied and is durable (bundles are committed a few at a
+    /// time, so several events can arrive together). Bundle sequence numbers are dense per
+    /// user, so `(bundle_seq - start_bundle_seq) / (target_bundle_seq - start_bundle_seq)` is
+    /// the fraction done; the total row count of a pull is not known in advance.
     Pull {
         /// The checkpoint the pull started from.
         start_bundle_seq: i64,
