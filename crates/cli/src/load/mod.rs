@@ -422,13 +422,13 @@ async fn push(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             Stats::of(ours),
         );
         if !pg.is_empty() {
-            row = row.baseline(
+            row = row.paired_baseline(
                 "raw_postgres",
                 "the same rows: one INSERT … SELECT FROM unnest per table, one transaction, session_replication_role = replica",
                 Stats::of(pg),
             );
         }
-        out.push(row.baseline(
+        out.push(row.paired_baseline(
             "raw_sqlite",
             "the same rows into a plain SQLite file (no sync triggers), one transaction",
             Stats::of(sq),
@@ -495,7 +495,7 @@ async fn pull(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             "rows/s",
             Stats::of(ours),
         )
-        .baseline(
+        .paired_baseline(
             "raw_sqlite",
             format!("{total} rows of the same mix into a plain SQLite file, one transaction"),
             Stats::of(sq),
@@ -636,7 +636,7 @@ async fn hydrate_on(
             "rows/s",
             Stats::of(ours),
         )
-        .baseline(
+        .paired_baseline(
             "raw_sqlite",
             format!("{total} rows of the same mix into a plain SQLite file, one transaction"),
             Stats::of(sq),
@@ -782,7 +782,7 @@ async fn many_users(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             if pg.is_empty() {
                 row
             } else {
-                row.baseline("raw_postgres", raw.clone(), Stats::of(pg))
+                row.paired_baseline("raw_postgres", raw.clone(), Stats::of(pg))
             }
         })
         .collect())

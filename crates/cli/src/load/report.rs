@@ -1,5 +1,7 @@
 //! The results of a load run: per scenario row our figure and its baselines as min / median /
-//! max over the repetitions, the ratios ours ÷ baseline (of the medians), the results table,
+//! max over the repetitions, the ratios ours ÷ baseline (the median of the per-repetition
+//! ratios where both were measured back to back in each repetition, so that the machine's
+//! drift during a run cancels out; else of the medians), the results table,
 //! the JSON document (`--json`) and a hand-written SVG bar chart (`--svg`; no plotting or
 //! font dependency — the viewer renders the text).
 
@@ -62,8 +64,11 @@ pub(crate) struct Baseline {
     pub(crate) description: String,
     /// The figure, in the row's unit.
     pub(crate) stats: Stats,
-    /// Ours ÷ this baseline (medians).
+    /// Ours ÷ this baseline: the median of the per-repetition ratios when `paired`, else the
+    /// ratio of the medians.
     pub(crate) ratio: f64,
+    /// Whether each repetition measured ours and this baseline back to back.
+    pub(crate) paired: bool,
 }
 
 /// One row of the results: one metric of one scenario.
@@ -108,7 +113,7 @@ impl Row {
         }
     }
 
-    /// Adds a baseline; the ratio is computed from the medians.
+    /// Adds a baseline measured apart from our repetitions; the ratio is of the medians.
     pub(crate) fn baseline(
         mut self,
         name: &'static str,
@@ -125,8 +130,42 @@ impl Row {
             description: description.into(),
             stats,
             ratio,
+            paired: false,
         });
         self
+    }
+
+    /// Adds a baseline whose sample `i` was measured right after (or before) our sample `i`;
+    /// the ratio is the median of the per-repetition ratios. Falls back to [`Row::baseline`]
+    /// when the sample counts differ or a baseline sample is not positive.
+    pub(crate) fn paired_baseline(
+        self,
+        name: &'static str,
+        description: impl Into<String>,
+        stats: Stats,
+    ) -> Row {
+        let pairable = !stats.samples.is_empty()
+            && stats.samples.len() == self.ours.samples.len()
+            && stats.samples.iter().all(|b| *b > 0.0);
+        if !pairable {
+            return self.baseline(name, description, stats);
+        }
+        let ratios: Vec<f64> = self
+            .ours
+            .samples
+            .iter()
+            .zip(&stats.samples)
+            .map(|(ours, base)| ours / base)
+            .collect();
+        let mut row = self;
+        row.baselines.push(Baseline {
+            name,
+            description: description.into(),
+            ratio: Stats::of(ratios).median,
+            stats,
+            paired: true,
+        });
+        row
     }
 
     fn baseline_named(&self, name: &str) -> Option<&Baseline> {
@@ -393,6 +432,27 @@ mod tests {
         );
         assert_eq!(row.baselines[0].ratio, 0.25);
         assert!(row.higher_is_better);
+    }
+
+    #[test]
+    fn paired_ratios_are_the_median_of_the_per_repetition_ratios() {
+        // The machine halves its speed in the third repetition: the ratio of the medians
+        // (20 / 60) would say 0.33, every repetition says 0.5.
+        let row = Row::new(
+            "push",
+            "push_10",
+            "",
+            "rows/s",
+            Stats::of(vec![20.0, 20.0, 10.0]),
+        )
+        .paired_baseline("raw_postgres", "", Stats::of(vec![40.0, 40.0, 20.0]));
+        assert_eq!(row.baselines[0].ratio, 0.5);
+        assert!(row.baselines[0].paired);
+        // Unequal sample counts cannot be paired.
+        let row = Row::new("push", "push_10", "", "rows/s", Stats::of(vec![10.0, 30.0]))
+            .paired_baseline("raw_sqlite", "", Stats::of(vec![40.0]));
+        assert_eq!(row.baselines[0].ratio, 0.5);
+        assert!(!row.baselines[0].paired);
     }
 
     #[test]
