@@ -110,7 +110,10 @@ const GROUP_ROWS: usize = 10_000;
 /// all its bundles with the checkpoint on the last, and when a group fails (for instance on
 /// a deferred FK violation at COMMIT) it is rolled back and its bundles are applied one
 /// transaction each, so bundles before the failing one stay applied, the checkpoint points
-/// at the last of them and the error is the failing bundle's own.
+/// at the last of them and the error is the failing bundle's own. One difference remains: a
+/// group can commit where its bundles one at a time would not, when a later bundle of the
+/// group supplies a row an earlier one references under a local-only foreign key; what
+/// commits is FK-consistent either way.
 pub(crate) fn apply_bundles(
     conn: &mut Connection,
     catalog: &Catalog,
