@@ -360,7 +360,7 @@ async fn raw_sqlite(dir: &Path, name: &str, rows: Arc<Rows>) -> anyhow::Result<D
     let path = dir.join(format!("{name}.sqlite"));
     tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
         let mut conn = rusqlite::Connection::open(&path)?;
-        conn.execute_batch(rows::CLIENT_SCHEMA)?;
+        conn.execute_batch(oversync_example::schema::CLIENT_SCHEMA)?;
         let started = Instant::now();
         rows::insert_sqlite(&mut conn, &rows)?;
         let elapsed = started.elapsed();

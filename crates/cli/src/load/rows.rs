@@ -12,48 +12,6 @@
 use rusqlite::Connection;
 use uuid::Uuid;
 
-/// The client-side schema of the example (05-example-server.md §8): what a device creates
-/// before its sync client installs triggers, and what the raw SQLite baseline inserts into.
-pub(crate) const CLIENT_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, email TEXT NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS posts (
-    id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL, content TEXT NOT NULL, author_id TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    FOREIGN KEY (author_id) REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED);
-CREATE TABLE IF NOT EXISTS categories (
-    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, parent_id TEXT,
-    FOREIGN KEY (parent_id) REFERENCES categories(id) ON DELETE CASCADE
-        DEFERRABLE INITIALLY DEFERRED);
-CREATE TABLE IF NOT EXISTS teams (
-    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, captain_member_id TEXT,
-    FOREIGN KEY (captain_member_id) REFERENCES team_members(id) DEFERRABLE INITIALLY DEFERRED);
-CREATE TABLE IF NOT EXISTS team_members (
-    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, team_id TEXT NOT NULL,
-    FOREIGN KEY (team_id) REFERENCES teams(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
-CREATE TABLE IF NOT EXISTS files (
-    id BLOB PRIMARY KEY NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS file_reviews (
-    id BLOB PRIMARY KEY NOT NULL, review TEXT NOT NULL, file_id BLOB NOT NULL,
-    FOREIGN KEY (file_id) REFERENCES files(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
-CREATE TABLE IF NOT EXISTS typed_rows (
-    id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, note TEXT NULL, count_value INTEGER NULL,
-    enabled_flag INTEGER NOT NULL, rating REAL NULL, data BLOB NULL, created_at TEXT NULL);
-";
-
-/// The eight managed tables in the example's configuration order.
-pub(crate) const TABLES: [&str; 8] = [
-    "users",
-    "posts",
-    "categories",
-    "teams",
-    "team_members",
-    "files",
-    "file_reviews",
-    "typed_rows",
-];
-
 /// A timestamp in the form the server renders `timestamptz`, so a synced value equals the
 /// local one.
 const T0: &str = "2026-03-24T18:42:11+00:00";
@@ -346,6 +304,8 @@ pub(crate) async fn delete_postgres_scopes(
 
 #[cfg(test)]
 mod tests {
+    use oversync_example::schema::CLIENT_SCHEMA;
+
     use super::*;
 
     #[test]

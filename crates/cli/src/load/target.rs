@@ -29,7 +29,7 @@ use rusqlite::Connection;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use super::rows::{CLIENT_SCHEMA, TABLES};
+use oversync_example::schema::{CLIENT_SCHEMA, REGISTERED_TABLES};
 
 /// A pool over `url` of at most `size` connections.
 pub(crate) fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
@@ -321,7 +321,10 @@ impl Device {
         let transport = transport(http, base_url, user).await?;
         let config = Config::new(
             "business",
-            TABLES.iter().map(|t| SyncTable::new(*t, "id")).collect(),
+            REGISTERED_TABLES
+                .iter()
+                .map(|t| SyncTable::new(*t, "id"))
+                .collect(),
         );
         let client = Client::new(conn, transport, config)
             .await

@@ -694,7 +694,7 @@ pub(crate) fn replay(
                     payload.as_deref(),
                 )?;
             }
-            Some(Decision::Apply) => {
+            decision @ (Some(Decision::Apply) | None) => {
                 apply_row(
                     &tx,
                     &catalog.schema,
@@ -704,18 +704,10 @@ pub(crate) fn replay(
                     row.row_version,
                     row.payload.as_deref(),
                 )?;
-                delete_dirty(&tx, &catalog.schema, &row.table, &row.key_json)?;
-            }
-            None => {
-                apply_row(
-                    &tx,
-                    &catalog.schema,
-                    managed,
-                    &row.key_json,
-                    row.op,
-                    row.row_version,
-                    row.payload.as_deref(),
-                )?;
+                // Only a row of the outbox clears its key's dirty row.
+                if decision.is_some() {
+                    delete_dirty(&tx, &catalog.schema, &row.table, &row.key_json)?;
+                }
             }
         }
     }
